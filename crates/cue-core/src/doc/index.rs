@@ -1,0 +1,311 @@
+//! The index document: the workspace's metadata and the list of its files.
+
+use automerge::{transaction::Transactable, ActorId, AutoCommit, ObjType, ReadDoc, ScalarValue, Value, ROOT};
+
+use super::{change_infos, commit, Author, ChangeHash, ChangeInfo, DocError};
+use crate::{FileId, WorkspaceId};
+
+/// Workspace-wide facts every member sees.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkspaceMeta {
+    pub workspace_id: WorkspaceId,
+    pub name: String,
+    pub created_at_ms: i64,
+    /// Everyone who has ever made a change, by display name.
+    pub members: Vec<String>,
+}
+
+/// A deleted file, kept so it can be restored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tombstone {
+    pub at_ms: i64,
+    pub by: String,
+    /// The file document's heads when it was deleted: an edit not covered by
+    /// them was made concurrently (or later) and brings the file back.
+    pub heads: Vec<ChangeHash>,
+}
+
+/// One file as the index knows it. `path` is raw: it came from a peer and is
+/// validated before it is ever used on disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileEntry {
+    pub id: FileId,
+    pub path: String,
+    pub created_at_ms: i64,
+    pub created_by: String,
+    pub deleted: Option<Tombstone>,
+}
+
+/// The index document. Its map of files is keyed by [`FileId`], so two peers
+/// creating the same path make two entries and neither is lost.
+pub struct IndexDoc {
+    doc: AutoCommit,
+}
+
+fn str_of(v: Option<(Value<'_>, automerge::ObjId)>) -> Option<String> {
+    match v {
+        Some((Value::Scalar(s), _)) => match s.as_ref() {
+            ScalarValue::Str(s) => Some(s.to_string()),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+fn int_of(v: Option<(Value<'_>, automerge::ObjId)>) -> Option<i64> {
+    match v {
+        Some((Value::Scalar(s), _)) => match s.as_ref() {
+            ScalarValue::Int(i) | ScalarValue::Timestamp(i) => Some(*i),
+            ScalarValue::Uint(u) => i64::try_from(*u).ok(),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+impl IndexDoc {
+    /// Starts a new workspace. Only `cue init` calls this; everyone else loads.
+    pub fn create(actor: ActorId, id: WorkspaceId, name: &str, author: &Author<'_>) -> Result<Self, DocError> {
+        let mut doc = AutoCommit::new().with_actor(actor);
+        let meta = doc.put_object(ROOT, "metadata", ObjType::Map)?;
+        doc.put(&meta, "workspace_id", id.to_hex())?;
+        doc.put(&meta, "name", name)?;
+        doc.put(&meta, "created_at", ScalarValue::Timestamp(author.now_ms))?;
+        doc.put_object(&meta, "members", ObjType::Map)?;
+        doc.put_object(ROOT, "actors", ObjType::Map)?;
+        doc.put_object(ROOT, "files", ObjType::Map)?;
+        let mut index = IndexDoc { doc };
+        index.register(author)?;
+        commit(&mut index.doc, author, "init workspace".into());
+        Ok(index)
+    }
+
+    /// Reads an index from saved bytes (a snapshot followed by incremental chunks).
+    pub fn load(chunks: &[Vec<u8>], actor: ActorId) -> Result<Self, DocError> {
+        let mut doc = AutoCommit::new().with_actor(actor);
+        for c in chunks {
+            doc.load_incremental(c)?;
+        }
+        let index = IndexDoc { doc };
+        index.files_obj()?;
+        Ok(index)
+    }
+
+    /// A document that has nothing yet: a clone fills it from a peer or bundle.
+    pub fn empty(actor: ActorId) -> Self {
+        IndexDoc { doc: AutoCommit::new().with_actor(actor) }
+    }
+
+    fn obj(&self, key: &'static str) -> Result<automerge::ObjId, DocError> {
+        match self.doc.get(ROOT, key)? {
+            Some((Value::Object(ObjType::Map), id)) => Ok(id),
+            _ => Err(DocError::Shape(key)),
+        }
+    }
+
+    fn files_obj(&self) -> Result<automerge::ObjId, DocError> {
+        self.obj("files")
+    }
+
+    /// Records this peer's actor under the member's name, once.
+    fn register(&mut self, author: &Author<'_>) -> Result<(), DocError> {
+        let actors = self.obj("actors")?;
+        let me = self.doc.get_actor().to_hex_string();
+        if str_of(self.doc.get(&actors, me.as_str())?).as_deref() != Some(author.member) {
+            self.doc.put(&actors, me.as_str(), author.member)?;
+        }
+        let meta = self.obj("metadata")?;
+        if let Some((Value::Object(ObjType::Map), members)) = self.doc.get(&meta, "members")? {
+            if self.doc.get(&members, author.member)?.is_none() {
+                self.doc.put(&members, author.member, ScalarValue::Timestamp(author.now_ms))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes sure this peer's actor maps to the member's name, so the activity
+    /// log can name who made a file edit. Commits only when something changed.
+    pub fn ensure_registered(&mut self, author: &Author<'_>) -> Result<bool, DocError> {
+        let before = self.doc.get_heads();
+        self.register(author)?;
+        if self.doc.pending_ops() == 0 {
+            return Ok(false);
+        }
+        commit(&mut self.doc, author, format!("join {}", author.member));
+        Ok(self.doc.get_heads() != before)
+    }
+
+    /// The workspace metadata, or a shape error if the document is not an index.
+    pub fn meta(&self) -> Result<WorkspaceMeta, DocError> {
+        let meta = self.obj("metadata")?;
+        let id = str_of(self.doc.get(&meta, "workspace_id")?)
+            .and_then(|s| WorkspaceId::parse(&s))
+            .ok_or(DocError::Shape("metadata.workspace_id"))?;
+        let members = match self.doc.get(&meta, "members")? {
+            Some((Value::Object(ObjType::Map), m)) => self.doc.keys(&m).collect(),
+            _ => Vec::new(),
+        };
+        Ok(WorkspaceMeta {
+            workspace_id: id,
+            name: str_of(self.doc.get(&meta, "name")?).unwrap_or_default(),
+            created_at_ms: int_of(self.doc.get(&meta, "created_at")?).unwrap_or_default(),
+            members,
+        })
+    }
+
+    /// The member name behind an automerge actor (hex), if it registered.
+    pub fn member_of(&self, actor_hex: &str) -> Option<String> {
+        let actors = self.obj("actors").ok()?;
+        str_of(self.doc.get(&actors, actor_hex).ok()?)
+    }
+
+    /// Every file the index knows, live or deleted, in file-id order.
+    pub fn files(&self) -> Result<Vec<FileEntry>, DocError> {
+        let files = self.files_obj()?;
+        let mut out = Vec::new();
+        for item in self.doc.map_range(&files, ..) {
+            let Some(id) = FileId::parse(&item.key) else { continue };
+            if let Some(entry) = self.entry_at(id, &item.id())? {
+                out.push(entry);
+            }
+        }
+        Ok(out)
+    }
+
+    /// One file's entry.
+    pub fn file(&self, id: FileId) -> Result<Option<FileEntry>, DocError> {
+        let files = self.files_obj()?;
+        match self.doc.get(&files, id.to_hex())? {
+            Some((Value::Object(ObjType::Map), obj)) => self.entry_at(id, &obj),
+            _ => Ok(None),
+        }
+    }
+
+    fn entry_at(&self, id: FileId, obj: &automerge::ObjId) -> Result<Option<FileEntry>, DocError> {
+        let Some(path) = str_of(self.doc.get(obj, "path")?) else { return Ok(None) };
+        let deleted = match int_of(self.doc.get(obj, "deleted_at")?) {
+            None => None,
+            Some(at_ms) => {
+                let mut heads = Vec::new();
+                if let Some((Value::Object(ObjType::List), list)) = self.doc.get(obj, "deleted_heads")? {
+                    for v in self.doc.list_range(&list, ..) {
+                        if let Value::Scalar(s) = Value::from(v.value) {
+                            if let ScalarValue::Str(h) = s.as_ref() {
+                                if let Ok(hash) = h.parse::<ChangeHash>() {
+                                    heads.push(hash);
+                                }
+                            }
+                        }
+                    }
+                }
+                Some(Tombstone { at_ms, by: str_of(self.doc.get(obj, "deleted_by")?).unwrap_or_default(), heads })
+            }
+        };
+        Ok(Some(FileEntry {
+            id,
+            path,
+            created_at_ms: int_of(self.doc.get(obj, "created_at")?).unwrap_or_default(),
+            created_by: str_of(self.doc.get(obj, "created_by")?).unwrap_or_default(),
+            deleted,
+        }))
+    }
+
+    fn entry_obj(&self, id: FileId) -> Result<Option<automerge::ObjId>, DocError> {
+        let files = self.files_obj()?;
+        Ok(match self.doc.get(&files, id.to_hex())? {
+            Some((Value::Object(ObjType::Map), obj)) => Some(obj),
+            _ => None,
+        })
+    }
+
+    /// Adds a new file under a fresh id.
+    pub fn add_file(&mut self, id: FileId, path: &str, author: &Author<'_>) -> Result<(), DocError> {
+        self.register(author)?;
+        let files = self.files_obj()?;
+        let obj = self.doc.put_object(&files, id.to_hex(), ObjType::Map)?;
+        self.doc.put(&obj, "path", path)?;
+        self.doc.put(&obj, "created_at", ScalarValue::Timestamp(author.now_ms))?;
+        self.doc.put(&obj, "created_by", author.member)?;
+        commit(&mut self.doc, author, format!("create {path}"));
+        Ok(())
+    }
+
+    /// Moves a file to a new path; its document and history stay.
+    pub fn rename(&mut self, id: FileId, to: &str, author: &Author<'_>) -> Result<(), DocError> {
+        self.register(author)?;
+        let Some(obj) = self.entry_obj(id)? else { return Ok(()) };
+        let from = str_of(self.doc.get(&obj, "path")?).unwrap_or_default();
+        self.doc.put(&obj, "path", to)?;
+        commit(&mut self.doc, author, format!("rename {from} -> {to}"));
+        Ok(())
+    }
+
+    /// Tombstones a file; `heads` are its document's heads as this peer saw them.
+    pub fn delete(&mut self, id: FileId, heads: &[ChangeHash], author: &Author<'_>) -> Result<(), DocError> {
+        self.register(author)?;
+        let Some(obj) = self.entry_obj(id)? else { return Ok(()) };
+        let path = str_of(self.doc.get(&obj, "path")?).unwrap_or_default();
+        self.doc.put(&obj, "deleted_at", ScalarValue::Timestamp(author.now_ms))?;
+        self.doc.put(&obj, "deleted_by", author.member)?;
+        let list = self.doc.put_object(&obj, "deleted_heads", ObjType::List)?;
+        for (i, h) in heads.iter().enumerate() {
+            self.doc.insert(&list, i, h.to_string())?;
+        }
+        commit(&mut self.doc, author, format!("delete {path}"));
+        Ok(())
+    }
+
+    /// Clears a tombstone (optionally at a new path, when the old one is taken).
+    pub fn restore(&mut self, id: FileId, path: Option<&str>, author: &Author<'_>) -> Result<(), DocError> {
+        self.register(author)?;
+        let Some(obj) = self.entry_obj(id)? else { return Ok(()) };
+        for key in ["deleted_at", "deleted_by", "deleted_heads"] {
+            self.doc.delete(&obj, key)?;
+        }
+        if let Some(p) = path {
+            self.doc.put(&obj, "path", p)?;
+        }
+        let shown = str_of(self.doc.get(&obj, "path")?).unwrap_or_default();
+        commit(&mut self.doc, author, format!("restore {shown}"));
+        Ok(())
+    }
+
+    /// The document's heads: what this peer has seen of it.
+    pub fn heads(&mut self) -> Vec<ChangeHash> {
+        self.doc.get_heads()
+    }
+
+    /// The whole document, compacted.
+    pub fn save(&mut self) -> Vec<u8> {
+        self.doc.save()
+    }
+
+    /// The changes not covered by `heads`, for appending to storage or sending.
+    pub fn save_after(&mut self, heads: &[ChangeHash]) -> Vec<u8> {
+        self.doc.save_after(heads)
+    }
+
+    /// Merges saved bytes or changes from elsewhere; harmless if already known.
+    pub fn apply(&mut self, bytes: &[u8]) -> Result<(), DocError> {
+        self.doc.load_incremental(bytes)?;
+        Ok(())
+    }
+
+    /// The index as it would be after merging `bytes`, without changing this one:
+    /// lets an import check every path before accepting anything.
+    pub fn preview(&mut self, bytes: &[u8]) -> Result<IndexDoc, DocError> {
+        let mut fork = self.doc.fork();
+        fork.load_incremental(bytes)?;
+        Ok(IndexDoc { doc: fork })
+    }
+
+    /// The history since `heads`, for the activity log.
+    pub fn changes_since(&mut self, heads: &[ChangeHash]) -> Vec<ChangeInfo> {
+        change_infos(&mut self.doc, heads)
+    }
+
+    /// This peer's actor id (hex).
+    pub fn actor_hex(&self) -> String {
+        self.doc.get_actor().to_hex_string()
+    }
+}

@@ -1,0 +1,759 @@
+//! The workspace engine: files in, documents out, and back.
+//!
+//! [`Workspace`] owns the index document, a small cache of file documents and
+//! the record of what is on the user's disk. The file-system layer tells it
+//! what the user did ([`Workspace::record_write`], [`Workspace::record_removal`],
+//! [`Workspace::record_rename`]) and asks it what to write ([`Workspace::plan`]),
+//! then reports what it wrote ([`Workspace::applied`]). Every change is committed
+//! to the [`Store`] before the call returns, so a crash loses nothing recorded.
+//!
+//! An edit is always recorded against the document state that was on disk when
+//! the user read the file (`LocalFile::heads`): if other peers' changes arrived
+//! in between, the edit is made on a fork at those heads and merged, so neither
+//! side's work is lost (a three-way merge, done by the CRDT).
+
+use std::collections::{BTreeMap, HashMap};
+
+use automerge::ActorId;
+use sha2::{Digest, Sha256};
+
+use crate::bundle::{Bundle, BundleError};
+use crate::doc::{Author, ChangeHash, DocError, FileDoc, FileEntry, IndexDoc, WorkspaceMeta};
+use crate::frontmatter::FmValue;
+use crate::store::{ActivityRow, Batch, BatchOp, DocInfo, DocKey, LocalFile, Store, StoreError};
+use crate::{FileId, PathError, SyncPath, WorkspaceId};
+
+/// After this many incremental chunks a document is rewritten as one snapshot.
+const COMPACT_AFTER: u32 = 32;
+/// File documents kept in memory; the rest are loaded on demand.
+const CACHE_DOCS: usize = 128;
+/// How long a deleted file stays restorable unless configured otherwise.
+pub const DEFAULT_TOMBSTONE_DAYS: u32 = 7;
+const DAY_MS: i64 = 86_400_000;
+
+/// Errors from workspace operations; each says what to do next.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkspaceError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Doc(#[from] DocError),
+    #[error(transparent)]
+    Bundle(#[from] BundleError),
+    #[error("this folder's sync state has no workspace; run `cue init` or `cue clone`")]
+    NotInitialised,
+    #[error("the bundle belongs to workspace {theirs}, this is workspace {ours}; nothing was imported")]
+    WrongWorkspace { ours: WorkspaceId, theirs: WorkspaceId },
+    #[error("the bundle has no index document; nothing was imported")]
+    NoIndex,
+    #[error("refusing {source_name}: file {file} has an unsafe path: {reason}; nothing was imported")]
+    UnsafePath { source_name: String, file: FileId, reason: PathError },
+    #[error("no deleted file at {0}; `cue trash list` shows what can be restored")]
+    NotInTrash(String),
+    #[error("{0} is not tracked by the workspace")]
+    NotTracked(String),
+}
+
+/// A file's size and modification time, to skip re-reading unchanged files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Stat {
+    pub size: u64,
+    pub mtime_ns: i64,
+}
+
+/// What recording a file did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    Unchanged,
+    Created(FileId),
+    Edited(FileId),
+}
+
+/// One thing the file-system layer must do to make the disk match the documents.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DiskOp {
+    /// Write `bytes` at `path`, but only if the file there still hashes to
+    /// `expect` (`None`: only if there is no file): never clobber a user's edit.
+    Write { file: FileId, path: SyncPath, bytes: String, expect: Option<[u8; 32]>, heads: Vec<ChangeHash> },
+    /// Remove `path` if it still hashes to `expect`.
+    Remove { file: FileId, path: SyncPath, expect: [u8; 32] },
+}
+
+/// The writes that bring the disk up to date, and what could not be placed.
+#[derive(Debug, Default)]
+pub struct Plan {
+    pub ops: Vec<DiskOp>,
+    /// Files that will not be written, with the reason (an unsafe path from a peer...).
+    pub problems: Vec<String>,
+}
+
+/// A deleted file that can still be restored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrashEntry {
+    pub file: FileId,
+    pub path: String,
+    pub deleted_at_ms: i64,
+    pub deleted_by: String,
+    pub expires_at_ms: i64,
+}
+
+/// What an import brought in.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ImportReport {
+    pub docs_changed: usize,
+    pub docs_unchanged: usize,
+}
+
+/// A line of the activity log, with the author's name resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Activity {
+    pub time_s: i64,
+    pub member: String,
+    pub path: String,
+    pub action: String,
+}
+
+/// A live file's place and fields, for listings.
+#[derive(Debug, Clone)]
+pub struct FileSummary {
+    pub id: FileId,
+    pub path: SyncPath,
+    pub fields: Vec<(String, FmValue)>,
+}
+
+/// The SHA-256 of a file's bytes: how we tell whether the user changed it.
+pub fn content_hash(bytes: &[u8]) -> [u8; 32] {
+    Sha256::digest(bytes).into()
+}
+
+/// A peer's whole view of a workspace.
+pub struct Workspace<S: Store> {
+    store: S,
+    actor: ActorId,
+    member: String,
+    index: IndexDoc,
+    docs: BTreeMap<DocKey, DocInfo>,
+    cache: HashMap<FileId, FileDoc>,
+    local: BTreeMap<FileId, LocalFile>,
+    tombstone_ms: i64,
+}
+
+impl<S: Store> Workspace<S> {
+    /// Starts a brand-new workspace in an empty store.
+    pub fn create(mut store: S, name: &str, member: &str, now_ms: i64, rng: &mut impl rand::Rng) -> Result<Self, WorkspaceError> {
+        let actor = new_actor(rng);
+        let id = WorkspaceId::random(rng);
+        let author = Author { member, now_ms };
+        let index = IndexDoc::create(actor.clone(), id, name, &author)?;
+        let mut batch = Batch::default();
+        batch.push(BatchOp::PutMeta { key: "actor".into(), value: actor.to_bytes().to_vec() });
+        store.commit(batch)?;
+        let mut ws = Self::assemble(store, actor, member, index)?;
+        let mut batch = Batch::default();
+        ws.persist_index(&mut batch, None)?;
+        ws.store.commit(batch)?;
+        Ok(ws)
+    }
+
+    /// Opens the workspace a store already holds.
+    pub fn open(mut store: S, member: &str) -> Result<Self, WorkspaceError> {
+        let actor = match store.meta("actor")? {
+            Some(bytes) => ActorId::from(bytes),
+            None => return Err(WorkspaceError::NotInitialised),
+        };
+        let chunks = store.load_doc(DocKey::Index)?.ok_or(WorkspaceError::NotInitialised)?;
+        let index = IndexDoc::load(&chunks, actor.clone())?;
+        Self::assemble(store, actor, member, index)
+    }
+
+    /// Makes a new peer of an existing workspace from a bundle.
+    pub fn clone_from_bundle(mut store: S, bundle: &[u8], member: &str, now_ms: i64, rng: &mut impl rand::Rng) -> Result<Self, WorkspaceError> {
+        let bundle = Bundle::decode(bundle)?;
+        let actor = new_actor(rng);
+        let mut batch = Batch::default();
+        batch.push(BatchOp::PutMeta { key: "actor".into(), value: actor.to_bytes().to_vec() });
+        store.commit(batch)?;
+        let index = IndexDoc::empty(actor.clone());
+        let mut ws = Workspace {
+            store,
+            actor,
+            member: member.to_string(),
+            index,
+            docs: BTreeMap::new(),
+            cache: HashMap::new(),
+            local: BTreeMap::new(),
+            tombstone_ms: i64::from(DEFAULT_TOMBSTONE_DAYS) * DAY_MS,
+        };
+        ws.merge_bundle(bundle, "the bundle", None, now_ms)?;
+        Ok(ws)
+    }
+
+    fn assemble(mut store: S, actor: ActorId, member: &str, index: IndexDoc) -> Result<Self, WorkspaceError> {
+        let docs = store.docs()?;
+        let local = store.local_files()?;
+        Ok(Workspace {
+            store,
+            actor,
+            member: member.to_string(),
+            index,
+            docs,
+            cache: HashMap::new(),
+            local,
+            tombstone_ms: i64::from(DEFAULT_TOMBSTONE_DAYS) * DAY_MS,
+        })
+    }
+
+    /// How long deleted files stay restorable (`sync.max_offline_days`).
+    pub fn set_tombstone_days(&mut self, days: u32) {
+        self.tombstone_ms = i64::from(days.max(1)) * DAY_MS;
+    }
+
+    /// Workspace id, name, members.
+    pub fn meta(&self) -> Result<WorkspaceMeta, WorkspaceError> {
+        Ok(self.index.meta()?)
+    }
+
+    /// This peer's automerge actor id, in hex.
+    pub fn actor_hex(&self) -> String {
+        self.actor.to_hex_string()
+    }
+
+    /// The store, for the binary's own bookkeeping.
+    pub fn store_mut(&mut self) -> &mut S {
+        &mut self.store
+    }
+
+    /// What this peer last put on disk, per file.
+    pub fn local_files(&self) -> &BTreeMap<FileId, LocalFile> {
+        &self.local
+    }
+
+    /// The tracked file at `path`, as last seen on disk.
+    pub fn local_by_path(&self, path: &str) -> Option<(FileId, &LocalFile)> {
+        self.local.iter().find(|(_, f)| f.path == path).map(|(id, f)| (*id, f))
+    }
+
+    /// Every file in the index, live or deleted.
+    pub fn entries(&self) -> Result<Vec<FileEntry>, WorkspaceError> {
+        Ok(self.index.files()?)
+    }
+
+    /// Whether the documents have changes the disk has not caught up with.
+    pub fn documents_ahead_of_disk(&mut self) -> Result<bool, WorkspaceError> {
+        Ok(!self.plan()?.ops.is_empty())
+    }
+
+    fn author(&self, now_ms: i64) -> Author<'_> {
+        Author { member: &self.member, now_ms }
+    }
+
+    // ---- documents, cache and persistence -------------------------------------------
+
+    fn doc(&mut self, id: FileId) -> Result<Option<&mut FileDoc>, WorkspaceError> {
+        if !self.cache.contains_key(&id) {
+            let Some(chunks) = self.store.load_doc(DocKey::File(id))? else { return Ok(None) };
+            let doc = FileDoc::load(&chunks, self.actor.clone())?;
+            if self.cache.len() >= CACHE_DOCS {
+                if let Some(victim) = self.cache.keys().next().copied() {
+                    self.cache.remove(&victim);
+                }
+            }
+            self.cache.insert(id, doc);
+        }
+        Ok(self.cache.get_mut(&id))
+    }
+
+    fn persist_file(&mut self, id: FileId, batch: &mut Batch, path: &str) -> Result<(), WorkspaceError> {
+        let key = DocKey::File(id);
+        let info = self.docs.get(&key).cloned().unwrap_or_default();
+        let Some(doc) = self.cache.get_mut(&id) else { return Ok(()) };
+        let heads = doc.heads();
+        if heads == info.heads {
+            return Ok(());
+        }
+        for c in doc.changes_since(&info.heads) {
+            batch.push(BatchOp::AddActivity(ActivityRow {
+                change: c.hash,
+                time_s: c.time_s,
+                actor: c.actor,
+                file: Some(id),
+                path: path.to_string(),
+                action: c.message,
+            }));
+        }
+        let chunks = if info.heads.is_empty() || info.chunks >= COMPACT_AFTER {
+            batch.push(BatchOp::ReplaceDoc { doc: key, snapshot: doc.save(), heads: heads.clone() });
+            0
+        } else {
+            batch.push(BatchOp::AppendChunk { doc: key, bytes: doc.save_after(&info.heads), heads: heads.clone() });
+            info.chunks + 1
+        };
+        self.docs.insert(key, DocInfo { heads, chunks });
+        Ok(())
+    }
+
+    fn persist_index(&mut self, batch: &mut Batch, file_paths: Option<&BTreeMap<FileId, String>>) -> Result<(), WorkspaceError> {
+        let info = self.docs.get(&DocKey::Index).cloned().unwrap_or_default();
+        let heads = self.index.heads();
+        if heads == info.heads {
+            return Ok(());
+        }
+        for c in self.index.changes_since(&info.heads) {
+            let (verb, rest) = c.message.split_once(' ').unwrap_or((c.message.as_str(), ""));
+            let path = match verb {
+                "create" | "delete" | "restore" => rest.to_string(),
+                "rename" => rest.split(" -> ").nth(1).unwrap_or(rest).to_string(),
+                _ => String::new(),
+            };
+            let _ = file_paths;
+            batch.push(BatchOp::AddActivity(ActivityRow {
+                change: c.hash,
+                time_s: c.time_s,
+                actor: c.actor,
+                file: None,
+                path,
+                action: c.message,
+            }));
+        }
+        let chunks = if info.heads.is_empty() || info.chunks >= COMPACT_AFTER {
+            batch.push(BatchOp::ReplaceDoc { doc: DocKey::Index, snapshot: self.index.save(), heads: heads.clone() });
+            0
+        } else {
+            batch.push(BatchOp::AppendChunk { doc: DocKey::Index, bytes: self.index.save_after(&info.heads), heads: heads.clone() });
+            info.chunks + 1
+        };
+        self.docs.insert(DocKey::Index, DocInfo { heads, chunks });
+        Ok(())
+    }
+
+    // ---- disk -> documents ----------------------------------------------------------
+
+    /// Records that the user's file at `path` now holds `text`: a new file, an
+    /// edit of a tracked one, or (same hash) nothing at all.
+    pub fn record_write(&mut self, path: &SyncPath, text: &str, stat: Stat, now_ms: i64, rng: &mut impl rand::Rng) -> Result<Recorded, WorkspaceError> {
+        let hash = content_hash(text.as_bytes());
+        let mut batch = Batch::default();
+        let tracked = self.local_by_path(path.as_str()).map(|(id, f)| (id, f.clone()));
+        let (id, base_heads) = match tracked {
+            Some((id, lf)) if lf.hash == hash => {
+                if lf.size != stat.size || lf.mtime_ns != stat.mtime_ns {
+                    let file = LocalFile { size: stat.size, mtime_ns: stat.mtime_ns, ..lf };
+                    batch.push(BatchOp::PutLocalFile { id, file: file.clone() });
+                    self.store.commit(batch)?;
+                    self.local.insert(id, file);
+                }
+                return Ok(Recorded::Unchanged);
+            }
+            Some((id, lf)) => (id, Some(lf.heads)),
+            None => match self.adoptable(path)? {
+                Some(id) => (id, None),
+                None => return self.create_file(path, text, hash, stat, now_ms, rng),
+            },
+        };
+        let member = self.member.clone();
+        let author = Author { member: &member, now_ms };
+        let Some(doc) = self.doc(id)? else {
+            return self.create_file(path, text, hash, stat, now_ms, rng);
+        };
+        let disk_heads = match base_heads {
+            Some(base) if doc.heads() != base && doc.has_all(&base) => {
+                let mut fork = doc.fork_at(&base)?;
+                fork.record(text, &author)?;
+                let heads = fork.heads();
+                doc.merge(&mut fork)?;
+                heads
+            }
+            _ => {
+                doc.record(text, &author)?;
+                doc.heads()
+            }
+        };
+        self.persist_file(id, &mut batch, path.as_str())?;
+        if self.index.ensure_registered(&author)? {
+            self.persist_index(&mut batch, None)?;
+        }
+        let file = LocalFile { path: path.to_string(), hash, size: stat.size, mtime_ns: stat.mtime_ns, heads: disk_heads };
+        batch.push(BatchOp::PutLocalFile { id, file: file.clone() });
+        self.store.commit(batch)?;
+        self.local.insert(id, file);
+        Ok(Recorded::Edited(id))
+    }
+
+    /// A file the index places at `path` that this peer has not put on disk (an
+    /// interrupted clone, say): a file found there is that file, not a new one.
+    fn adoptable(&mut self, path: &SyncPath) -> Result<Option<FileId>, WorkspaceError> {
+        let layout = self.layout()?.0;
+        Ok(layout.get(path).copied().filter(|id| !self.local.contains_key(id) && self.docs.contains_key(&DocKey::File(*id))))
+    }
+
+    fn create_file(&mut self, path: &SyncPath, text: &str, hash: [u8; 32], stat: Stat, now_ms: i64, rng: &mut impl rand::Rng) -> Result<Recorded, WorkspaceError> {
+        let id = FileId::random(rng);
+        let member = self.member.clone();
+        let author = Author { member: &member, now_ms };
+        let mut doc = FileDoc::create(self.actor.clone(), id, text, &author)?;
+        let heads = doc.heads();
+        self.cache.insert(id, doc);
+        self.index.add_file(id, path.as_str(), &author)?;
+        let mut batch = Batch::default();
+        self.persist_file(id, &mut batch, path.as_str())?;
+        self.persist_index(&mut batch, None)?;
+        let file = LocalFile { path: path.to_string(), hash, size: stat.size, mtime_ns: stat.mtime_ns, heads };
+        batch.push(BatchOp::PutLocalFile { id, file: file.clone() });
+        self.store.commit(batch)?;
+        self.local.insert(id, file);
+        Ok(Recorded::Created(id))
+    }
+
+    /// Records that the user deleted the file at `path`: it becomes a tombstone.
+    pub fn record_removal(&mut self, path: &str, now_ms: i64) -> Result<FileId, WorkspaceError> {
+        let (id, lf) = self
+            .local_by_path(path)
+            .map(|(id, f)| (id, f.clone()))
+            .ok_or_else(|| WorkspaceError::NotTracked(path.to_string()))?;
+        let author = self.author(now_ms).member.to_string();
+        self.index.delete(id, &lf.heads, &Author { member: &author, now_ms })?;
+        let mut batch = Batch::default();
+        self.persist_index(&mut batch, None)?;
+        batch.push(BatchOp::DeleteLocalFile { id });
+        self.store.commit(batch)?;
+        self.local.remove(&id);
+        Ok(id)
+    }
+
+    /// Records that the user moved a file; its document and history move with it.
+    pub fn record_rename(&mut self, from: &str, to: &SyncPath, now_ms: i64) -> Result<FileId, WorkspaceError> {
+        let (id, lf) = self
+            .local_by_path(from)
+            .map(|(id, f)| (id, f.clone()))
+            .ok_or_else(|| WorkspaceError::NotTracked(from.to_string()))?;
+        let member = self.member.clone();
+        self.index.rename(id, to.as_str(), &Author { member: &member, now_ms })?;
+        let mut batch = Batch::default();
+        self.persist_index(&mut batch, None)?;
+        let file = LocalFile { path: to.to_string(), ..lf };
+        batch.push(BatchOp::PutLocalFile { id, file: file.clone() });
+        self.store.commit(batch)?;
+        self.local.insert(id, file);
+        Ok(id)
+    }
+
+    // ---- documents -> disk ----------------------------------------------------------
+
+    /// Where every live file belongs. Files created at the same path on two
+    /// peers are both kept: the older (then lower id) keeps the name, the other
+    /// gets `name.conflict-<id>.md`. Unsafe paths are reported, never placed.
+    fn layout(&mut self) -> Result<(BTreeMap<SyncPath, FileId>, Vec<String>), WorkspaceError> {
+        let mut problems = Vec::new();
+        let mut by_path: BTreeMap<SyncPath, Vec<(i64, FileId)>> = BTreeMap::new();
+        for entry in self.index.files()? {
+            if !self.is_live(&entry)? {
+                continue;
+            }
+            match SyncPath::parse(&entry.path) {
+                Ok(p) => by_path.entry(p).or_default().push((entry.created_at_ms, entry.id)),
+                Err(e) => problems.push(format!("not writing file {}: {e}", entry.id)),
+            }
+        }
+        let mut out = BTreeMap::new();
+        let taken: std::collections::BTreeSet<SyncPath> = by_path.keys().cloned().collect();
+        for (path, mut ids) in by_path {
+            ids.sort();
+            for (i, (_, id)) in ids.into_iter().enumerate() {
+                let place = if i == 0 {
+                    path.clone()
+                } else {
+                    let hex = id.to_hex();
+                    let short = path.conflict_copy(&hex[..6]);
+                    if taken.contains(&short) { path.conflict_copy(&hex) } else { short }
+                };
+                out.insert(place, id);
+            }
+        }
+        Ok((out, problems))
+    }
+
+    /// A file is live unless tombstoned, and a tombstoned file comes back when
+    /// its document has edits the deleting peer had not seen (delete vs edit:
+    /// the edit wins, and the delete can be repeated).
+    fn is_live(&mut self, entry: &FileEntry) -> Result<bool, WorkspaceError> {
+        let Some(tomb) = &entry.deleted else { return Ok(true) };
+        match self.docs.get(&DocKey::File(entry.id)) {
+            None => Ok(false),
+            Some(info) if info.heads == tomb.heads => Ok(false),
+            Some(_) => match self.doc(entry.id)? {
+                Some(doc) => Ok(doc.has_changes_beyond(&tomb.heads)),
+                None => Ok(false),
+            },
+        }
+    }
+
+    /// What must be written or removed so the disk shows the documents.
+    pub fn plan(&mut self) -> Result<Plan, WorkspaceError> {
+        let (layout, problems) = self.layout()?;
+        let mut plan = Plan { ops: Vec::new(), problems };
+        let placed: HashMap<FileId, &SyncPath> = layout.iter().map(|(p, id)| (*id, p)).collect();
+        let on_disk: HashMap<&str, FileId> = self.local.iter().map(|(id, f)| (f.path.as_str(), *id)).collect();
+        for (id, lf) in &self.local {
+            if placed.get(id).map(|p| p.as_str()) == Some(lf.path.as_str()) {
+                continue;
+            }
+            let Ok(path) = SyncPath::parse(&lf.path) else { continue };
+            if layout.contains_key(&path) {
+                continue; // another file takes this name; its write replaces it
+            }
+            plan.ops.push(DiskOp::Remove { file: *id, path, expect: lf.hash });
+        }
+        let mut writes = Vec::new();
+        let mut synced = Vec::new();
+        for (path, id) in &layout {
+            let Some(info) = self.docs.get(&DocKey::File(*id)) else { continue };
+            let here = self.local.get(id).filter(|lf| lf.path == path.as_str());
+            if here.is_some_and(|lf| lf.heads == info.heads) {
+                continue;
+            }
+            let heads = info.heads.clone();
+            let expect = on_disk.get(path.as_str()).and_then(|occupant| self.local.get(occupant)).map(|f| f.hash);
+            writes.push((*id, path.clone(), heads, expect, here.map(|lf| lf.hash)));
+        }
+        for (id, path, heads, expect, here_hash) in writes {
+            let Some(doc) = self.doc(id)? else { continue };
+            if !doc.is_ready() {
+                continue;
+            }
+            let bytes = doc.render()?;
+            if here_hash == Some(content_hash(bytes.as_bytes())) {
+                synced.push((id, heads));
+                continue;
+            }
+            plan.ops.push(DiskOp::Write { file: id, path, bytes, expect, heads });
+        }
+        if !synced.is_empty() {
+            let mut batch = Batch::default();
+            for (id, heads) in synced {
+                if let Some(lf) = self.local.get_mut(&id) {
+                    lf.heads = heads;
+                    batch.push(BatchOp::PutLocalFile { id, file: lf.clone() });
+                }
+            }
+            self.store.commit(batch)?;
+        }
+        Ok(plan)
+    }
+
+    /// Records that a [`DiskOp`] was carried out, with the written file's stat.
+    pub fn applied(&mut self, op: &DiskOp, stat: Stat) -> Result<(), WorkspaceError> {
+        let mut batch = Batch::default();
+        match op {
+            DiskOp::Write { file, path, bytes, heads, .. } => {
+                let others: Vec<FileId> = self.local.iter().filter(|(id, f)| *id != file && f.path == path.as_str()).map(|(id, _)| *id).collect();
+                for other in others {
+                    batch.push(BatchOp::DeleteLocalFile { id: other });
+                    self.local.remove(&other);
+                }
+                let lf = LocalFile {
+                    path: path.to_string(),
+                    hash: content_hash(bytes.as_bytes()),
+                    size: stat.size,
+                    mtime_ns: stat.mtime_ns,
+                    heads: heads.clone(),
+                };
+                batch.push(BatchOp::PutLocalFile { id: *file, file: lf.clone() });
+                self.local.insert(*file, lf);
+            }
+            DiskOp::Remove { file, path, .. } => {
+                if self.local.get(file).is_some_and(|f| f.path == path.as_str()) {
+                    batch.push(BatchOp::DeleteLocalFile { id: *file });
+                    self.local.remove(file);
+                }
+            }
+        }
+        self.store.commit(batch)?;
+        Ok(())
+    }
+
+    // ---- trash ------------------------------------------------------------------------
+
+    /// Deleted files still within the retention period, newest first.
+    pub fn trash(&mut self, now_ms: i64) -> Result<Vec<TrashEntry>, WorkspaceError> {
+        let mut out = Vec::new();
+        for entry in self.index.files()? {
+            let Some(t) = &entry.deleted else { continue };
+            if self.is_live(&entry)? || now_ms - t.at_ms > self.tombstone_ms {
+                continue;
+            }
+            out.push(TrashEntry {
+                file: entry.id,
+                path: entry.path.clone(),
+                deleted_at_ms: t.at_ms,
+                deleted_by: t.by.clone(),
+                expires_at_ms: t.at_ms + self.tombstone_ms,
+            });
+        }
+        out.sort_by(|a, b| b.deleted_at_ms.cmp(&a.deleted_at_ms).then(a.file.cmp(&b.file)));
+        Ok(out)
+    }
+
+    /// Brings a deleted file back. If its path is taken by a live file, it comes
+    /// back beside it as `name.restored-<id>.md`. Returns where it will appear.
+    pub fn restore(&mut self, path: &str, now_ms: i64) -> Result<SyncPath, WorkspaceError> {
+        let entry = self
+            .trash(now_ms)?
+            .into_iter()
+            .find(|t| t.path == path || t.file.to_hex().starts_with(path))
+            .ok_or_else(|| WorkspaceError::NotInTrash(path.to_string()))?;
+        let original = SyncPath::parse(&entry.path).map_err(|reason| WorkspaceError::UnsafePath {
+            source_name: "the trash".into(),
+            file: entry.file,
+            reason,
+        })?;
+        let occupied = self.layout()?.0.contains_key(&original);
+        let target = if occupied {
+            let stem = original.as_str().trim_end_matches(".md");
+            SyncPath::parse(&format!("{stem}.restored-{}.md", &entry.file.to_hex()[..6])).map_err(|reason| {
+                WorkspaceError::UnsafePath { source_name: "the trash".into(), file: entry.file, reason }
+            })?
+        } else {
+            original.clone()
+        };
+        let member = self.member.clone();
+        let new_path = (target != original).then_some(target.as_str());
+        self.index.restore(entry.file, new_path, &Author { member: &member, now_ms })?;
+        let mut batch = Batch::default();
+        self.persist_index(&mut batch, None)?;
+        self.store.commit(batch)?;
+        Ok(target)
+    }
+
+    // ---- exchange -----------------------------------------------------------------------
+
+    /// Every document, each as one standard saved automerge document.
+    pub fn export_bundle(&mut self) -> Result<Vec<u8>, WorkspaceError> {
+        let meta = self.index.meta()?;
+        let mut docs = vec![(DocKey::Index, self.index.save())];
+        let keys: Vec<DocKey> = self.docs.keys().copied().filter(|k| *k != DocKey::Index).collect();
+        for key in keys {
+            let DocKey::File(id) = key else { continue };
+            let bytes = match self.cache.get_mut(&id) {
+                Some(doc) => doc.save(),
+                None => {
+                    let Some(chunks) = self.store.load_doc(key)? else { continue };
+                    if chunks.len() == 1 {
+                        chunks.into_iter().next().unwrap_or_default()
+                    } else {
+                        FileDoc::load(&chunks, self.actor.clone())?.save()
+                    }
+                }
+            };
+            docs.push((key, bytes));
+        }
+        Ok(Bundle { workspace: meta.workspace_id, docs }.encode())
+    }
+
+    /// Merges a bundle from another peer of this workspace. Every path in it is
+    /// checked before anything is merged; a bad one refuses the whole bundle.
+    pub fn import_bundle(&mut self, bytes: &[u8], source_name: &str, now_ms: i64) -> Result<ImportReport, WorkspaceError> {
+        let bundle = Bundle::decode(bytes)?;
+        let ours = self.index.meta()?.workspace_id;
+        self.merge_bundle(bundle, source_name, Some(ours), now_ms)
+    }
+
+    fn merge_bundle(&mut self, bundle: Bundle, source_name: &str, expect: Option<WorkspaceId>, _now_ms: i64) -> Result<ImportReport, WorkspaceError> {
+        if let Some(ours) = expect {
+            if bundle.workspace != ours {
+                return Err(WorkspaceError::WrongWorkspace { ours, theirs: bundle.workspace });
+            }
+        }
+        let index_bytes = bundle.docs.iter().find(|(k, _)| *k == DocKey::Index).map(|(_, b)| b).ok_or(WorkspaceError::NoIndex)?;
+        let preview = self.index.preview(index_bytes)?;
+        let theirs = preview.meta()?.workspace_id;
+        if theirs != bundle.workspace {
+            return Err(WorkspaceError::WrongWorkspace { ours: bundle.workspace, theirs });
+        }
+        for entry in preview.files()? {
+            if let Err(reason) = SyncPath::parse(&entry.path) {
+                return Err(WorkspaceError::UnsafePath { source_name: source_name.to_string(), file: entry.id, reason });
+            }
+        }
+        let paths: BTreeMap<FileId, String> = preview.files()?.into_iter().map(|e| (e.id, e.path)).collect();
+        let mut report = ImportReport::default();
+        let mut batch = Batch::default();
+        for (key, bytes) in &bundle.docs {
+            let DocKey::File(id) = key else { continue };
+            let before = self.docs.get(key).map(|i| i.heads.clone()).unwrap_or_default();
+            if self.doc(*id)?.is_none() {
+                self.cache.insert(*id, FileDoc::empty(self.actor.clone()));
+            }
+            if let Some(doc) = self.cache.get_mut(id) {
+                doc.apply(bytes)?;
+                if doc.heads() == before {
+                    report.docs_unchanged += 1;
+                    continue;
+                }
+            }
+            report.docs_changed += 1;
+            let path = paths.get(id).cloned().unwrap_or_default();
+            self.persist_file(*id, &mut batch, &path)?;
+            if batch.ops.len() > 512 {
+                self.store.commit(std::mem::take(&mut batch))?;
+            }
+            if self.cache.len() > CACHE_DOCS {
+                self.cache.remove(id);
+            }
+        }
+        let before = self.index.heads();
+        self.index.apply(index_bytes)?;
+        if self.index.heads() == before {
+            report.docs_unchanged += 1;
+        } else {
+            report.docs_changed += 1;
+        }
+        self.persist_index(&mut batch, None)?;
+        self.store.commit(batch)?;
+        Ok(report)
+    }
+
+    // ---- reading --------------------------------------------------------------------------
+
+    /// Live files with their frontmatter fields, in path order.
+    pub fn files(&mut self) -> Result<Vec<FileSummary>, WorkspaceError> {
+        let (layout, _) = self.layout()?;
+        let mut out = Vec::new();
+        for (path, id) in layout {
+            let fields = match self.doc(id)? {
+                Some(doc) if doc.is_ready() => doc.fields()?,
+                _ => Vec::new(),
+            };
+            out.push(FileSummary { id, path, fields });
+        }
+        Ok(out)
+    }
+
+    /// The activity log since `since_s` (Unix seconds), oldest first.
+    pub fn activity(&mut self, since_s: i64) -> Result<Vec<Activity>, WorkspaceError> {
+        let rows = self.store.activity(since_s)?;
+        let paths: BTreeMap<FileId, String> = self.index.files()?.into_iter().map(|e| (e.id, e.path)).collect();
+        Ok(rows
+            .into_iter()
+            .map(|r| Activity {
+                time_s: r.time_s,
+                member: self.index.member_of(&r.actor).unwrap_or_else(|| format!("peer {}", &r.actor[..r.actor.len().min(8)])),
+                path: match r.file {
+                    Some(id) => paths.get(&id).cloned().unwrap_or(r.path),
+                    None => r.path,
+                },
+                action: r.action.split(' ').next().unwrap_or_default().to_string(),
+            })
+            .collect())
+    }
+
+    /// Documents the index names that this peer has not received yet.
+    pub fn missing_docs(&self) -> Result<usize, WorkspaceError> {
+        Ok(self.index.files()?.iter().filter(|e| !self.docs.contains_key(&DocKey::File(e.id))).count())
+    }
+}
+
+fn new_actor(rng: &mut impl rand::Rng) -> ActorId {
+    let mut bytes = [0u8; 16];
+    rng.fill_bytes(&mut bytes);
+    ActorId::from(bytes)
+}

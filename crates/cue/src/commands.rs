@@ -1,0 +1,459 @@
+//! The commands, each a short story: open the workspace, record what the user
+//! changed on disk, do the thing, write merged files back, report.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use cue_core::frontmatter::{self, FmValue};
+use cue_core::{SyncPath, Workspace};
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::RngExt;
+use serde_json::json;
+
+use crate::config::{self, Config};
+use crate::disk::{self, Applied, Changes, Filters, Layout};
+use crate::store::SqliteStore;
+
+/// A mistake in how the command was called (exit code 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// An open workspace with everything a command needs.
+pub struct Session {
+    pub layout: Layout,
+    pub config: Config,
+    pub filters: Filters,
+    pub ws: Workspace<SqliteStore>,
+}
+
+fn member_name(flag: Option<String>, config: &Config) -> String {
+    flag.or_else(|| std::env::var("CUE_MEMBER").ok().filter(|s| !s.is_empty()))
+        .or_else(|| config.workspace.member.clone())
+        .or_else(|| std::env::var("USER").ok().filter(|s| !s.is_empty()))
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// Opens the workspace around `cwd` and records the user's on-disk edits.
+pub fn open(cwd: &Path) -> Result<Session> {
+    let layout = Layout::find(cwd).with_context(|| {
+        format!("{} is not inside a CueDeck workspace; run `cue init` to make one, or `cue clone` to join one", cwd.display())
+    })?;
+    open_at(layout)
+}
+
+fn open_at(layout: Layout) -> Result<Session> {
+    let config = Config::load(&layout.config_path())?;
+    let filters = Filters::new(&layout, &config.sync.include)?;
+    let store = SqliteStore::open(&layout.state_db())?;
+    let member = member_name(None, &config);
+    let mut ws = Workspace::open(store, &member).context("opening the sync state in .cuedeck/sync/")?;
+    ws.set_tombstone_days(config.sync.max_offline_days);
+    Ok(Session { layout, config, filters, ws })
+}
+
+impl Session {
+    /// Records on-disk edits, with a progress bar when there are many files.
+    pub fn record(&mut self) -> Result<Changes> {
+        let bar = progress_bar("scanning");
+        let changes = disk::record_changes(&mut self.ws, &self.layout, &self.filters, false, &|i, n| tick(&bar, i, n))?;
+        bar.finish_and_clear();
+        for s in &changes.skipped {
+            eprintln!("warning: {s}");
+        }
+        Ok(changes)
+    }
+
+    /// Writes whatever the documents say that the disk does not show yet.
+    pub fn checkout(&mut self, label: &str) -> Result<Applied> {
+        let plan = self.ws.plan()?;
+        let bar = progress_bar(label);
+        let applied = disk::apply_plan(&mut self.ws, &self.layout, plan, &|i, n| tick(&bar, i, n))?;
+        bar.finish_and_clear();
+        for s in &applied.skipped {
+            eprintln!("warning: {s}");
+        }
+        Ok(applied)
+    }
+}
+
+fn progress_bar(label: &str) -> ProgressBar {
+    let bar = ProgressBar::hidden();
+    bar.set_style(
+        ProgressStyle::with_template("{msg:>10} [{bar:30}] {pos}/{len} files ({eta})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.set_message(label.to_string());
+    bar
+}
+
+fn tick(bar: &ProgressBar, i: u64, n: u64) {
+    if n >= 50 && bar.is_hidden() && i == 0 {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+    }
+    bar.set_length(n);
+    bar.set_position(i);
+}
+
+fn write_gitignore(layout: &Layout) -> Result<()> {
+    let path = layout.cuedeck.join(".gitignore");
+    if !path.exists() {
+        std::fs::write(&path, "# Local to this machine: sync state, caches and the relay token.\nsync/\n.cache/\nconfig.toml\n")
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn make_dirs(layout: &Layout) -> Result<()> {
+    for d in [layout.cuedeck.join("cards"), layout.cuedeck.join("docs"), layout.sync_dir(), layout.cuedeck.join(".cache")] {
+        std::fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
+    }
+    Ok(())
+}
+
+pub fn init(cwd: &Path, name: Option<String>, member: Option<String>) -> Result<()> {
+    let layout = Layout::at(cwd);
+    if layout.state_db().is_file() {
+        let mut s = open_at(layout)?;
+        let changes = s.record()?;
+        let meta = s.ws.meta()?;
+        println!("Workspace {:?} is already initialised in {}", meta.name, s.layout.cuedeck.display());
+        if !changes.is_empty() {
+            println!("Recorded {} new or changed files.", changes.count());
+        }
+        return Ok(());
+    }
+    make_dirs(&layout)?;
+    let folder = cwd.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| "workspace".into());
+    let name = name.unwrap_or(folder);
+    let existing = Config::load(&layout.config_path())?;
+    let member = member_name(member, &existing);
+    if !layout.config_path().exists() {
+        disk::atomic_write(&layout.config_path(), config::template(&name, &member).as_bytes())?;
+    }
+    write_gitignore(&layout)?;
+    let store = SqliteStore::open(&layout.state_db())?;
+    Workspace::create(store, &name, &member, disk::now_ms(), &mut rand::rng())?;
+    let mut s = open_at(layout)?;
+    let changes = s.record()?;
+    let meta = s.ws.meta()?;
+    println!("Initialised workspace {:?} ({}) in {}", meta.name, meta.workspace_id, s.layout.cuedeck.display());
+    println!("Imported {} existing Markdown files.", changes.created.len());
+    Ok(())
+}
+
+const PRIORITIES: [&str; 4] = ["low", "medium", "high", "critical"];
+const STATUSES: [&str; 4] = ["todo", "active", "done", "archived"];
+
+pub fn card_new(cwd: &Path, title: &str, priority: &str, tags: &[String], assignee: Option<String>) -> Result<()> {
+    if !PRIORITIES.contains(&priority) {
+        return Err(UsageError(format!("priority must be one of {}, not {priority:?}", PRIORITIES.join(", "))).into());
+    }
+    if title.trim().is_empty() {
+        return Err(UsageError("a card needs a title".into()).into());
+    }
+    let mut s = open(cwd)?;
+    s.record()?;
+    let mut rng = rand::rng();
+    const ALPHABET: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let (id, path) = loop {
+        let id: String = (0..6).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect();
+        let path = SyncPath::parse(&format!("cards/{id}.md"))?;
+        if !s.layout.to_disk(&path).exists() {
+            break (id, path);
+        }
+    };
+    let mut u: [u8; 16] = rng.random();
+    u[6] = (u[6] & 0x0f) | 0x40;
+    u[8] = (u[8] & 0x3f) | 0x80;
+    let h = hex::encode(u);
+    let uuid = format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..]);
+    let fields = vec![
+        ("id".to_string(), FmValue::Str(id.clone())),
+        ("uuid".into(), FmValue::Str(uuid)),
+        ("title".into(), FmValue::Str(title.to_string())),
+        ("status".into(), FmValue::Str("todo".into())),
+        ("priority".into(), FmValue::Str(priority.into())),
+        ("assignee".into(), assignee.map(FmValue::Str).unwrap_or(FmValue::Null)),
+        ("tags".into(), FmValue::List(tags.iter().cloned().map(FmValue::Str).collect())),
+        ("refs".into(), FmValue::List(Vec::new())),
+    ];
+    let text = frontmatter::patch(&format!("# {title}\n"), &fields);
+    disk::atomic_write(&s.layout.to_disk(&path), text.as_bytes())?;
+    s.record()?;
+    println!("Created card {id}: .cuedeck/{path}");
+    Ok(())
+}
+
+fn field_str(fields: &[(String, FmValue)], key: &str) -> String {
+    match fields.iter().find(|(k, _)| k == key).map(|(_, v)| v) {
+        Some(FmValue::Str(s)) => s.clone(),
+        Some(FmValue::Null) | None => String::new(),
+        Some(FmValue::List(items)) => items.iter().filter_map(|i| i.as_str()).collect::<Vec<_>>().join(","),
+        Some(other) => format!("{other:?}"),
+    }
+}
+
+pub fn list(cwd: &Path, status: Option<&str>, json: bool) -> Result<()> {
+    let mut s = open(cwd)?;
+    s.record()?;
+    s.checkout("updating")?;
+    let mut cards: Vec<_> = s
+        .ws
+        .files()?
+        .into_iter()
+        .filter(|f| f.path.as_str().starts_with("cards/"))
+        .map(|f| {
+            let get = |k: &str| field_str(&f.fields, k);
+            let id = Some(get("id")).filter(|i| !i.is_empty()).unwrap_or_else(|| {
+                f.path.as_str().trim_start_matches("cards/").trim_end_matches(".md").to_string()
+            });
+            (get("status"), id, get("priority"), get("title"), get("assignee"), get("tags"), f.path.to_string())
+        })
+        .filter(|c| status.is_none_or(|want| c.0 == want))
+        .collect();
+    let rank = |s: &str| STATUSES.iter().position(|x| *x == s).unwrap_or(STATUSES.len());
+    cards.sort_by(|a, b| (rank(&a.0), &a.1).cmp(&(rank(&b.0), &b.1)));
+    if json {
+        let out: Vec<_> = cards
+            .iter()
+            .map(|c| json!({"status": c.0, "id": c.1, "priority": c.2, "title": c.3, "assignee": c.4, "tags": c.5, "path": c.6}))
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    if cards.is_empty() {
+        println!("No cards yet. Create one with `cue card new \"Title\"`.");
+    }
+    let mut last = None;
+    for c in &cards {
+        if last != Some(&c.0) {
+            println!("{}:", if c.0.is_empty() { "(no status)" } else { &c.0 });
+            last = Some(&c.0);
+        }
+        println!("  {}  {:<8}  {}{}", c.1, c.2, c.3, if c.4.is_empty() { String::new() } else { format!("  @{}", c.4) });
+    }
+    Ok(())
+}
+
+pub fn export(cwd: &Path, file: &Path) -> Result<()> {
+    let mut s = open(cwd)?;
+    s.record()?;
+    let bytes = s.ws.export_bundle()?;
+    if file == Path::new("-") {
+        use std::io::Write;
+        std::io::stdout().write_all(&bytes)?;
+        return Ok(());
+    }
+    let target = absolute(cwd, file);
+    disk::atomic_write(&target, &bytes).with_context(|| format!("writing the bundle to {}", target.display()))?;
+    let files = s.ws.entries()?.len();
+    eprintln!("Exported {files} files ({} KB) to {}", bytes.len().div_ceil(1024), target.display());
+    Ok(())
+}
+
+fn absolute(cwd: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        cwd.join(p)
+    }
+}
+
+fn read_bundle(cwd: &Path, file: &Path) -> Result<Vec<u8>> {
+    let path = absolute(cwd, file);
+    std::fs::read(&path).with_context(|| format!("reading bundle {}", path.display()))
+}
+
+pub fn import(cwd: &Path, file: &Path) -> Result<()> {
+    let bytes = read_bundle(cwd, file)?;
+    let mut s = open(cwd)?;
+    s.record()?;
+    let report = s.ws.import_bundle(&bytes, &file.display().to_string(), disk::now_ms())?;
+    let applied = s.checkout("merging")?;
+    println!(
+        "Merged {}: {} documents changed, {} already known; {} files written, {} removed.",
+        file.display(),
+        report.docs_changed,
+        report.docs_unchanged,
+        applied.written.len(),
+        applied.removed.len()
+    );
+    Ok(())
+}
+
+pub fn clone(cwd: &Path, source: &Path, dir: &Path, member: Option<String>) -> Result<()> {
+    let bytes = read_bundle(cwd, source)?;
+    let root = absolute(cwd, dir);
+    if root.exists() && std::fs::read_dir(&root).map(|mut d| d.next().is_some()).unwrap_or(true) {
+        return Err(UsageError(format!("{} exists and is not empty; clone into a new folder", root.display())).into());
+    }
+    let layout = Layout::at(&root);
+    make_dirs(&layout)?;
+    let member = member_name(member, &Config::default());
+    let store = SqliteStore::open(&layout.state_db())?;
+    let ws = Workspace::clone_from_bundle(store, &bytes, &member, disk::now_ms(), &mut rand::rng())
+        .with_context(|| format!("cloning from {}", source.display()))?;
+    let meta = ws.meta()?;
+    drop(ws);
+    disk::atomic_write(&layout.config_path(), config::template(&meta.name, &member).as_bytes())?;
+    write_gitignore(&layout)?;
+    let mut s = open_at(layout)?;
+    let applied = s.checkout("cloning")?;
+    println!("Cloned workspace {:?} into {}: {} files.", meta.name, root.display(), applied.written.len());
+    Ok(())
+}
+
+/// Parses `30m`, `12h`, `1d`, `2w` into seconds.
+fn parse_since(s: &str) -> Result<i64> {
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: i64 = num.parse().map_err(|_| UsageError(format!("--since {s:?}: expected a number and a unit, like 1d or 12h")))?;
+    let mult = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" | "" => 3600,
+        "d" => 86_400,
+        "w" => 604_800,
+        _ => return Err(UsageError(format!("--since {s:?}: unit must be s, m, h, d or w")).into()),
+    };
+    Ok(n.saturating_mul(mult))
+}
+
+fn format_time(time_s: i64) -> String {
+    // UTC, without a date library: civil-from-days (Howard Hinnant's algorithm).
+    let days = time_s.div_euclid(86_400);
+    let secs = time_s.rem_euclid(86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}Z", secs / 3600, secs % 3600 / 60, secs % 60)
+}
+
+pub fn activity(cwd: &Path, since: Option<&str>, json: bool) -> Result<()> {
+    let since_s = match since {
+        Some(s) => disk::now_ms() / 1000 - parse_since(s)?,
+        None => 0,
+    };
+    let mut s = open(cwd)?;
+    s.record()?;
+    let rows = s.ws.activity(since_s)?;
+    if json {
+        let out: Vec<_> = rows
+            .iter()
+            .map(|r| json!({"time": format_time(r.time_s), "time_s": r.time_s, "member": r.member, "action": r.action, "path": r.path}))
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    if rows.is_empty() {
+        println!("No activity{}.", since.map(|s| format!(" in the last {s}")).unwrap_or_default());
+    }
+    for r in rows {
+        println!("{}  {:<12} {:<8} {}", format_time(r.time_s), r.member, r.action, r.path);
+    }
+    Ok(())
+}
+
+pub fn trash_list(cwd: &Path, json: bool) -> Result<()> {
+    let mut s = open(cwd)?;
+    s.record()?;
+    let trash = s.ws.trash(disk::now_ms())?;
+    if json {
+        let out: Vec<_> = trash
+            .iter()
+            .map(|t| json!({"path": t.path, "file_id": t.file.to_hex(), "deleted_by": t.deleted_by,
+                "deleted_at": format_time(t.deleted_at_ms / 1000), "expires_at": format_time(t.expires_at_ms / 1000)}))
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    if trash.is_empty() {
+        println!("The trash is empty.");
+    }
+    for t in trash {
+        println!("{}  deleted by {} at {}, restorable until {}", t.path, t.deleted_by, format_time(t.deleted_at_ms / 1000), format_time(t.expires_at_ms / 1000));
+    }
+    Ok(())
+}
+
+pub fn restore(cwd: &Path, path: &str) -> Result<()> {
+    let mut s = open(cwd)?;
+    s.record()?;
+    let path = path.trim_start_matches(".cuedeck/");
+    let target = s.ws.restore(path, disk::now_ms())?;
+    s.checkout("restoring")?;
+    if target.as_str() == path {
+        println!("Restored {target}");
+    } else {
+        println!("Restored {path} as {target} (its old name is taken)");
+    }
+    Ok(())
+}
+
+pub fn status(cwd: &Path, json: bool) -> Result<()> {
+    let layout = Layout::find(cwd).with_context(|| format!("{} is not inside a CueDeck workspace; run `cue init`", cwd.display()))?;
+    let mut s = open_at(layout)?;
+    let pending = disk::record_changes(&mut s.ws, &s.layout, &s.filters, true, &|_, _| {})?;
+    let meta = s.ws.meta()?;
+    let entries = s.ws.entries()?;
+    let deleted = entries.iter().filter(|e| e.deleted.is_some()).count();
+    let trash = s.ws.trash(disk::now_ms())?.len();
+    let missing = s.ws.missing_docs()?;
+    let behind = s.ws.plan()?.ops.len();
+    if json {
+        let out = json!({
+            "workspace_id": meta.workspace_id.to_hex(),
+            "name": meta.name,
+            "root": s.layout.root.display().to_string(),
+            "members": meta.members,
+            "files": entries.len() - deleted,
+            "trash": trash,
+            "documents_not_received": missing,
+            "files_to_write": behind,
+            "unrecorded": {"created": pending.created, "edited": pending.edited, "removed": pending.removed,
+                "renamed": pending.renamed.iter().map(|(a, b)| json!({"from": a, "to": b})).collect::<Vec<_>>()},
+            "skipped": pending.skipped,
+            "relay": s.config.sync.relay.url,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    println!("Workspace {:?} ({})", meta.name, meta.workspace_id);
+    println!("  root:     {}", s.layout.root.display());
+    println!("  members:  {}", meta.members.join(", "));
+    println!("  files:    {} ({} in the trash)", entries.len() - deleted, trash);
+    if missing > 0 {
+        println!("  waiting for {missing} documents from other peers");
+    }
+    if behind > 0 {
+        println!("  {behind} merged files not written to disk yet (any command writes them)");
+    }
+    if pending.is_empty() {
+        println!("  no unrecorded edits on disk");
+    } else {
+        println!("  unrecorded edits on disk (recorded by the next command):");
+        for p in &pending.created {
+            println!("    new:      {p}");
+        }
+        for p in &pending.edited {
+            println!("    edited:   {p}");
+        }
+        for p in &pending.removed {
+            println!("    deleted:  {p}");
+        }
+        for (a, b) in &pending.renamed {
+            println!("    renamed:  {a} -> {b}");
+        }
+    }
+    for sk in &pending.skipped {
+        println!("  not synced: {sk}");
+    }
+    Ok(())
+}

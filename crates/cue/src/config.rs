@@ -1,0 +1,112 @@
+//! `.cuedeck/config.toml`: local settings, never synced (it holds the relay token).
+
+use std::path::Path;
+
+use serde::Deserialize;
+
+/// The settings this peer reads. Unknown keys are kept (CueDeck has its own).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    pub workspace: WorkspaceSection,
+    pub sync: SyncSection,
+}
+
+/// `[workspace]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct WorkspaceSection {
+    /// The workspace's display name.
+    pub name: Option<String>,
+    /// Your name in the activity log.
+    pub member: Option<String>,
+}
+
+/// `[sync]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct SyncSection {
+    /// How long deleted files stay restorable, and how long a peer may be offline
+    /// before it does a full resync.
+    pub max_offline_days: u32,
+    pub pending_changes_dir: String,
+    /// Extra globs, relative to the project root, of Markdown files to sync.
+    pub include: Vec<String>,
+    pub relay: RelaySection,
+}
+
+impl Default for SyncSection {
+    fn default() -> Self {
+        SyncSection {
+            max_offline_days: cue_core::workspace::DEFAULT_TOMBSTONE_DAYS,
+            pending_changes_dir: ".cuedeck/sync/pending".into(),
+            include: Vec::new(),
+            relay: RelaySection::default(),
+        }
+    }
+}
+
+/// `[sync.relay]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct RelaySection {
+    pub url: Option<String>,
+    pub auth_token: Option<String>,
+}
+
+/// A config file that exists but can't be used (exit code 101).
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("{path} is not valid TOML: {message}")]
+    Parse { path: String, message: String },
+    #[error("{path}: {message}")]
+    Invalid { path: String, message: String },
+}
+
+/// The file `cue init` writes when there is none.
+pub fn template(name: &str, member: &str) -> String {
+    format!(
+        "# CueDeck workspace settings. Local to this machine: never synced.\n\
+         [workspace]\n\
+         name = {name:?}\n\
+         # Your name in the activity log.\n\
+         member = {member:?}\n\
+         \n\
+         [sync]\n\
+         # Deleted files stay restorable this long; a peer offline longer resyncs in full.\n\
+         max_offline_days = 7\n\
+         pending_changes_dir = \".cuedeck/sync/pending\"\n\
+         # Extra Markdown to sync, as globs relative to the project root, e.g. [\"docs/**/*.md\"].\n\
+         include = []\n\
+         \n\
+         [sync.relay]\n\
+         # url = \"ws://localhost:8080\"\n\
+         # auth_token = \"optional-secret\"\n"
+    )
+}
+
+impl Config {
+    /// Reads the config; a missing file gives the defaults.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let shown = path.display().to_string();
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Config::default()),
+            Err(source) => return Err(ConfigError::Read { path: shown, source }),
+        };
+        let config: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse { path: shown.clone(), message: e.to_string() })?;
+        for glob in &config.sync.include {
+            if glob.starts_with('/') || glob.split('/').any(|c| c == "..") {
+                return Err(ConfigError::Invalid {
+                    path: shown,
+                    message: format!("sync.include glob {glob:?} must be relative to the project root and stay inside it"),
+                });
+            }
+            globset::Glob::new(glob)
+                .map_err(|e| ConfigError::Invalid { path: shown.clone(), message: format!("sync.include glob {glob:?}: {e}") })?;
+        }
+        Ok(config)
+    }
+}

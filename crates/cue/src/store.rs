@@ -1,0 +1,193 @@
+//! The peer's durable state in SQLite (`.cuedeck/sync/state.db`).
+//!
+//! Why SQLite: every recorded edit must survive `kill -9` and power loss, and
+//! one recording touches several things at once (a file document, the index,
+//! what is on disk). SQLite in WAL mode with `synchronous=FULL` commits a batch
+//! atomically and durably in one fsync, and recovers by itself after a crash:
+//! a torn write can never leave a half-applied batch. Documents are stored as a
+//! compacted snapshot plus appended incremental chunks (see cue-core's store).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use cue_core::doc::ChangeHash;
+use cue_core::store::{ActivityRow, Batch, BatchOp, DocInfo, DocKey, LocalFile, Store, StoreError};
+use cue_core::FileId;
+use rusqlite::{params, Connection, OptionalExtension};
+
+/// The SQLite-backed [`Store`].
+pub struct SqliteStore {
+    conn: Connection,
+}
+
+fn err(e: impl std::fmt::Display) -> StoreError {
+    StoreError(e.to_string())
+}
+
+fn heads_to_blob(heads: &[ChangeHash]) -> Vec<u8> {
+    heads.iter().flat_map(|h| h.0).collect()
+}
+
+fn heads_from_blob(blob: &[u8]) -> Vec<ChangeHash> {
+    blob.chunks_exact(32).filter_map(|c| ChangeHash::try_from(c).ok()).collect()
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS docs (key TEXT PRIMARY KEY, heads BLOB NOT NULL, chunks INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS doc_chunks (key TEXT NOT NULL, seq INTEGER NOT NULL, bytes BLOB NOT NULL, PRIMARY KEY (key, seq));
+CREATE TABLE IF NOT EXISTS local_files (id TEXT PRIMARY KEY, path TEXT NOT NULL, hash BLOB NOT NULL, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, heads BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS activity (change BLOB PRIMARY KEY, time_s INTEGER NOT NULL, actor TEXT NOT NULL, file TEXT, path TEXT NOT NULL, action TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS activity_time ON activity (time_s);
+";
+
+impl SqliteStore {
+    /// Opens (or creates) the database, recovering from any earlier crash.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let conn = Connection::open(path).map_err(|e| StoreError(format!("cannot open {}: {e}", path.display())))?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
+        conn.pragma_update(None, "synchronous", "FULL").map_err(err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(err)?;
+        conn.execute_batch(SCHEMA).map_err(err)?;
+        Ok(SqliteStore { conn })
+    }
+}
+
+impl Store for SqliteStore {
+    fn load_doc(&mut self, doc: DocKey) -> Result<Option<Vec<Vec<u8>>>, StoreError> {
+        let key = doc.as_string();
+        let exists: Option<i64> =
+            self.conn.query_row("SELECT chunks FROM docs WHERE key = ?1", [&key], |r| r.get(0)).optional().map_err(err)?;
+        if exists.is_none() {
+            return Ok(None);
+        }
+        let mut stmt = self.conn.prepare_cached("SELECT bytes FROM doc_chunks WHERE key = ?1 ORDER BY seq").map_err(err)?;
+        let rows = stmt.query_map([&key], |r| r.get::<_, Vec<u8>>(0)).map_err(err)?;
+        Ok(Some(rows.collect::<Result<Vec<_>, _>>().map_err(err)?))
+    }
+
+    fn docs(&mut self) -> Result<BTreeMap<DocKey, DocInfo>, StoreError> {
+        let mut stmt = self.conn.prepare("SELECT key, heads, chunks FROM docs").map_err(err)?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?, r.get::<_, u32>(2)?)))
+            .map_err(err)?;
+        let mut out = BTreeMap::new();
+        for row in rows {
+            let (key, heads, chunks) = row.map_err(err)?;
+            if let Some(k) = DocKey::parse(&key) {
+                out.insert(k, DocInfo { heads: heads_from_blob(&heads), chunks });
+            }
+        }
+        Ok(out)
+    }
+
+    fn local_files(&mut self) -> Result<BTreeMap<FileId, LocalFile>, StoreError> {
+        let mut stmt = self.conn.prepare("SELECT id, path, hash, size, mtime_ns, heads FROM local_files").map_err(err)?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, Vec<u8>>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, i64>(4)?,
+                    r.get::<_, Vec<u8>>(5)?,
+                ))
+            })
+            .map_err(err)?;
+        let mut out = BTreeMap::new();
+        for row in rows {
+            let (id, path, hash, size, mtime_ns, heads) = row.map_err(err)?;
+            let (Some(id), Ok(hash)) = (FileId::parse(&id), <[u8; 32]>::try_from(hash.as_slice())) else { continue };
+            out.insert(id, LocalFile { path, hash, size: size as u64, mtime_ns, heads: heads_from_blob(&heads) });
+        }
+        Ok(out)
+    }
+
+    fn meta(&mut self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0)).optional().map_err(err)
+    }
+
+    fn activity(&mut self, since_s: i64) -> Result<Vec<ActivityRow>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT change, time_s, actor, file, path, action FROM activity WHERE time_s >= ?1 ORDER BY time_s, rowid")
+            .map_err(err)?;
+        let rows = stmt
+            .query_map([since_s], |r| {
+                Ok((
+                    r.get::<_, Vec<u8>>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, Option<String>>(3)?,
+                    r.get::<_, String>(4)?,
+                    r.get::<_, String>(5)?,
+                ))
+            })
+            .map_err(err)?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (change, time_s, actor, file, path, action) = row.map_err(err)?;
+            let Ok(change) = ChangeHash::try_from(change.as_slice()) else { continue };
+            out.push(ActivityRow { change, time_s, actor, file: file.as_deref().and_then(FileId::parse), path, action });
+        }
+        Ok(out)
+    }
+
+    fn commit(&mut self, batch: Batch) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let tx = self.conn.transaction().map_err(err)?;
+        for op in batch.ops {
+            match op {
+                BatchOp::AppendChunk { doc, bytes, heads } => {
+                    let key = doc.as_string();
+                    tx.execute(
+                        "INSERT INTO doc_chunks (key, seq, bytes) VALUES (?1, (SELECT COALESCE(MAX(seq), -1) + 1 FROM doc_chunks WHERE key = ?1), ?2)",
+                        params![key, bytes],
+                    )
+                    .map_err(err)?;
+                    tx.execute(
+                        "INSERT INTO docs (key, heads, chunks) VALUES (?1, ?2, 1)
+                         ON CONFLICT (key) DO UPDATE SET heads = excluded.heads, chunks = chunks + 1",
+                        params![key, heads_to_blob(&heads)],
+                    )
+                    .map_err(err)?;
+                }
+                BatchOp::ReplaceDoc { doc, snapshot, heads } => {
+                    let key = doc.as_string();
+                    tx.execute("DELETE FROM doc_chunks WHERE key = ?1", [&key]).map_err(err)?;
+                    tx.execute("INSERT INTO doc_chunks (key, seq, bytes) VALUES (?1, 0, ?2)", params![key, snapshot]).map_err(err)?;
+                    tx.execute(
+                        "INSERT INTO docs (key, heads, chunks) VALUES (?1, ?2, 0)
+                         ON CONFLICT (key) DO UPDATE SET heads = excluded.heads, chunks = 0",
+                        params![key, heads_to_blob(&heads)],
+                    )
+                    .map_err(err)?;
+                }
+                BatchOp::PutLocalFile { id, file } => {
+                    tx.execute(
+                        "INSERT OR REPLACE INTO local_files (id, path, hash, size, mtime_ns, heads) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                        params![id.to_hex(), file.path, file.hash.to_vec(), file.size as i64, file.mtime_ns, heads_to_blob(&file.heads)],
+                    )
+                    .map_err(err)?;
+                }
+                BatchOp::DeleteLocalFile { id } => {
+                    tx.execute("DELETE FROM local_files WHERE id = ?1", [id.to_hex()]).map_err(err)?;
+                }
+                BatchOp::PutMeta { key, value } => {
+                    tx.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)", params![key, value]).map_err(err)?;
+                }
+                BatchOp::AddActivity(row) => {
+                    tx.execute(
+                        "INSERT OR IGNORE INTO activity (change, time_s, actor, file, path, action) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                        params![row.change.0.to_vec(), row.time_s, row.actor, row.file.map(|f| f.to_hex()), row.path, row.action],
+                    )
+                    .map_err(err)?;
+                }
+            }
+        }
+        tx.commit().map_err(err)
+    }
+}
