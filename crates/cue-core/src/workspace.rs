@@ -355,6 +355,17 @@ impl<S: Store> Workspace<S> {
         let Some(doc) = self.doc(id)? else {
             return self.create_file(path, text, hash, stat, now_ms, rng);
         };
+        // The disk already shows the documents' current state: our own write
+        // that a crash kept us from recording, or the user typed the same
+        // change. Either way it is not a new edit (recording it would duplicate
+        // the text that was merged in).
+        if doc.is_ready() && content_hash(doc.render()?.as_bytes()) == hash {
+            let file = LocalFile { path: path.to_string(), hash, size: stat.size, mtime_ns: stat.mtime_ns, heads: doc.heads() };
+            batch.push(BatchOp::PutLocalFile { id, file: file.clone() });
+            self.store.commit(batch)?;
+            self.local.insert(id, file);
+            return Ok(Recorded::Unchanged);
+        }
         let disk_heads = match base_heads {
             Some(base) if doc.heads() != base && doc.has_all(&base) => {
                 let mut fork = doc.fork_at(&base)?;
@@ -382,6 +393,10 @@ impl<S: Store> Workspace<S> {
     /// A file the index places at `path` that this peer has not put on disk (an
     /// interrupted clone, say): a file found there is that file, not a new one.
     fn adoptable(&mut self, path: &SyncPath) -> Result<Option<FileId>, WorkspaceError> {
+        // Cheap test first: every stored file document is on disk, nothing to adopt.
+        if self.docs.keys().filter(|k| matches!(k, DocKey::File(_))).count() <= self.local.len() {
+            return Ok(None);
+        }
         let layout = self.layout()?.0;
         Ok(layout.get(path).copied().filter(|id| !self.local.contains_key(id) && self.docs.contains_key(&DocKey::File(*id))))
     }

@@ -42,7 +42,7 @@ pub fn open(cwd: &Path) -> Result<Session> {
     open_at(layout)
 }
 
-fn open_at(layout: Layout) -> Result<Session> {
+pub fn open_at(layout: Layout) -> Result<Session> {
     let config = Config::load(&layout.config_path())?;
     let filters = Filters::new(&layout, &config.sync.include)?;
     let store = SqliteStore::open(&layout.state_db())?;
@@ -56,7 +56,10 @@ impl Session {
     /// Records on-disk edits, with a progress bar when there are many files.
     pub fn record(&mut self) -> Result<Changes> {
         let bar = progress_bar("scanning");
-        let changes = disk::record_changes(&mut self.ws, &self.layout, &self.filters, false, &|i, n| tick(&bar, i, n))?;
+        self.ws.store_mut().begin_bulk()?;
+        let changes = disk::record_changes(&mut self.ws, &self.layout, &self.filters, false, &|i, n| tick(&bar, i, n));
+        self.ws.store_mut().end_bulk()?;
+        let changes = changes?;
         bar.finish_and_clear();
         for s in &changes.skipped {
             eprintln!("warning: {s}");
@@ -68,7 +71,10 @@ impl Session {
     pub fn checkout(&mut self, label: &str) -> Result<Applied> {
         let plan = self.ws.plan()?;
         let bar = progress_bar(label);
-        let applied = disk::apply_plan(&mut self.ws, &self.layout, plan, &|i, n| tick(&bar, i, n))?;
+        self.ws.store_mut().begin_bulk()?;
+        let applied = disk::apply_plan(&mut self.ws, &self.layout, plan, &|i, n| tick(&bar, i, n));
+        self.ws.store_mut().end_bulk()?;
+        let applied = applied?;
         bar.finish_and_clear();
         for s in &applied.skipped {
             eprintln!("warning: {s}");

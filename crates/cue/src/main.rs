@@ -4,10 +4,7 @@
 //! records what the user changed on disk, runs the command, and writes merged
 //! files back. Exit codes: 0 ok, 1 error, 2 usage, 101 config error, 130 interrupted.
 
-mod commands;
-mod config;
-mod disk;
-mod store;
+use cue::{commands, config};
 
 use std::path::PathBuf;
 use std::process::ExitCode;

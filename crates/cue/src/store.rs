@@ -18,6 +18,8 @@ use rusqlite::{params, Connection, OptionalExtension};
 /// The SQLite-backed [`Store`].
 pub struct SqliteStore {
     conn: Connection,
+    /// Inside [`SqliteStore::begin_bulk`]: batches join one outer transaction.
+    bulk: bool,
 }
 
 fn err(e: impl std::fmt::Display) -> StoreError {
@@ -49,7 +51,27 @@ impl SqliteStore {
         conn.pragma_update(None, "synchronous", "FULL").map_err(err)?;
         conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
-        Ok(SqliteStore { conn })
+        Ok(SqliteStore { conn, bulk: false })
+    }
+
+    /// Starts one transaction for many batches (an initial import of thousands
+    /// of files): one fsync at [`SqliteStore::end_bulk`] instead of one per file.
+    /// A crash before the end loses the whole import, never part of a batch.
+    pub fn begin_bulk(&mut self) -> Result<(), StoreError> {
+        if !self.bulk {
+            self.conn.execute_batch("BEGIN IMMEDIATE").map_err(err)?;
+            self.bulk = true;
+        }
+        Ok(())
+    }
+
+    /// Commits everything since [`SqliteStore::begin_bulk`].
+    pub fn end_bulk(&mut self) -> Result<(), StoreError> {
+        if self.bulk {
+            self.conn.execute_batch("COMMIT").map_err(err)?;
+            self.bulk = false;
+        }
+        Ok(())
     }
 }
 
@@ -138,7 +160,21 @@ impl Store for SqliteStore {
         if batch.is_empty() {
             return Ok(());
         }
+        if self.bulk {
+            self.conn.execute_batch("SAVEPOINT batch").map_err(err)?;
+            let result = apply_ops(&self.conn, batch);
+            let end = if result.is_ok() { "RELEASE batch" } else { "ROLLBACK TO batch; RELEASE batch" };
+            self.conn.execute_batch(end).map_err(err)?;
+            return result;
+        }
         let tx = self.conn.transaction().map_err(err)?;
+        apply_ops(&tx, batch)?;
+        tx.commit().map_err(err)
+    }
+}
+
+fn apply_ops(tx: &Connection, batch: Batch) -> Result<(), StoreError> {
+    {
         for op in batch.ops {
             match op {
                 BatchOp::AppendChunk { doc, bytes, heads } => {
@@ -188,6 +224,6 @@ impl Store for SqliteStore {
                 }
             }
         }
-        tx.commit().map_err(err)
+        Ok(())
     }
 }
