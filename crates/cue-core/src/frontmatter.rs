@@ -34,7 +34,9 @@ impl PartialEq for FmValue {
             (Int(a), Int(b)) => a == b,
             (Float(a), Float(b)) => a.to_bits() == b.to_bits() || a == b,
             (Str(a), Str(b)) => a == b,
-            (List(a), List(b)) => a == b,
+            // Lists merge as sets (union), so order and repeats are formatting:
+            // the author's order stays in the file text on every peer.
+            (List(a), List(b)) => a.iter().all(|x| b.contains(x)) && b.iter().all(|x| a.contains(x)),
             // Key order is formatting, not content.
             (Map(a), Map(b)) => {
                 a.len() == b.len() && a.iter().all(|(k, v)| b.iter().any(|(k2, v2)| k == k2 && v == v2))
@@ -123,6 +125,9 @@ pub fn parse_file(text: &str) -> Result<Vec<(String, FmValue)>, FrontmatterError
 
 /// Parses the YAML between the fences into top-level fields.
 pub fn parse_yaml(yaml: &str) -> Result<Vec<(String, FmValue)>, FrontmatterError> {
+    if too_deep(yaml) {
+        return Err(FrontmatterError::Unsupported);
+    }
     let docs = YamlLoader::load_from_str(yaml).map_err(|e| FrontmatterError::Syntax(e.to_string()))?;
     let root = match docs.as_slice() {
         [] => return Ok(Vec::new()),
@@ -140,6 +145,31 @@ pub fn parse_yaml(yaml: &str) -> Result<Vec<(String, FmValue)>, FrontmatterError
         },
         _ => Err(FrontmatterError::NotAMap),
     }
+}
+
+/// Deepest nesting we parse. The YAML parser recurses per level, so hostile
+/// input (`- - - - …` or `[[[[…`) could otherwise overflow the stack.
+const MAX_DEPTH: usize = 64;
+
+/// A cheap, non-recursive over-estimate of the nesting depth.
+fn too_deep(yaml: &str) -> bool {
+    let mut brackets: usize = 0;
+    for c in yaml.chars() {
+        match c {
+            '[' | '{' => {
+                brackets += 1;
+                if brackets > MAX_DEPTH {
+                    return true;
+                }
+            }
+            ']' | '}' => brackets = brackets.saturating_sub(1),
+            _ => {}
+        }
+    }
+    yaml.lines().any(|line| {
+        let trimmed = line.trim_start_matches([' ', '-', '\t', '?', ':']);
+        (line.len() - trimmed.len()) > MAX_DEPTH * 2
+    })
 }
 
 /// yaml-rust2 keeps the last of two equal keys; we refuse instead, because a
@@ -462,6 +492,10 @@ mod tests {
         assert_eq!(f[2].1, FmValue::List(vec![s("security"), s("api")]));
         assert!(matches!(parse_file("---\n: [\n---\n"), Err(FrontmatterError::Syntax(_))));
         assert!(matches!(parse_file("---\n- a\n---\n"), Err(FrontmatterError::NotAMap)));
+        let deep = format!("---\nk:\n{}x\n---\n", "- ".repeat(100_000));
+        assert_eq!(parse_file(&deep), Err(FrontmatterError::Unsupported));
+        let deep = format!("---\nk: {}\n---\n", "[".repeat(100_000));
+        assert_eq!(parse_file(&deep), Err(FrontmatterError::Unsupported));
         assert!(parse_file("---\na: 1\na: 2\n---\n").is_err());
     }
 

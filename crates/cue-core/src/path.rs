@@ -9,6 +9,8 @@ use std::fmt;
 
 /// Longest path we accept, in bytes: well under every file system's limit.
 pub const MAX_PATH_BYTES: usize = 1024;
+/// Longest file or folder name: leaves room under the usual 255-byte limit.
+pub const MAX_COMPONENT_BYTES: usize = 200;
 
 /// A path relative to `.cuedeck/`, with `/` separators, that is safe to join onto it.
 /// Synced files live under `cards/` and `docs/`; files that the user's
@@ -26,7 +28,7 @@ pub enum PathError {
     Absolute(String),
     #[error("path {0:?} contains '..' or '.'; it could point outside the workspace")]
     Traversal(String),
-    #[error("path {0:?} contains a backslash, NUL or control character")]
+    #[error("path {0:?} contains a backslash, colon, NUL or control character")]
     BadCharacter(String),
     #[error("path {0:?} is longer than {MAX_PATH_BYTES} bytes")]
     TooLong(String),
@@ -51,13 +53,14 @@ impl SyncPath {
         if raw.starts_with('/') || raw.as_bytes().get(1) == Some(&b':') {
             return Err(PathError::Absolute(owned()));
         }
-        if raw.chars().any(|c| c == '\\' || c.is_control()) {
+        if raw.chars().any(|c| c == '\\' || c == ':' || c.is_control()) {
             return Err(PathError::BadCharacter(owned()));
         }
         for part in raw.split('/') {
             match part {
                 "" => return Err(PathError::EmptyComponent(owned())),
                 "." | ".." => return Err(PathError::Traversal(owned())),
+                p if p.len() > MAX_COMPONENT_BYTES => return Err(PathError::TooLong(owned())),
                 _ => {}
             }
         }
@@ -67,10 +70,11 @@ impl SyncPath {
         let allowed = match first {
             "cards" | "docs" => true,
             // Files matched by `sync.include` globs live outside `.cuedeck/`.
-            "project" => !matches!(second, ".cuedeck" | ".git"),
+            // Compared without case: macOS and Windows file systems ignore it.
+            "project" => !matches!(second.to_ascii_lowercase().as_str(), ".cuedeck" | ".git"),
             _ => false,
         };
-        if !allowed || raw.split('/').any(|c| c == ".git") {
+        if !allowed || raw.split('/').any(|c| c.eq_ignore_ascii_case(".git")) {
             return Err(PathError::Reserved(owned()));
         }
         if !raw.ends_with(".md") || raw.ends_with("/.md") || raw == ".md" {
@@ -126,6 +130,8 @@ mod tests {
             ("", PathError::Empty),
             ("/etc/passwd.md", PathError::Absolute("/etc/passwd.md".into())),
             ("C:/x.md", PathError::Absolute("C:/x.md".into())),
+            ("docs/C:evil.md", PathError::BadCharacter("docs/C:evil.md".into())),
+            ("project/.GIT/x.md", PathError::Reserved("project/.GIT/x.md".into())),
             ("../../etc/passwd", PathError::Traversal("../../etc/passwd".into())),
             ("docs/../../x.md", PathError::Traversal("docs/../../x.md".into())),
             ("docs/./x.md", PathError::Traversal("docs/./x.md".into())),

@@ -345,7 +345,7 @@ impl<S: Store> Workspace<S> {
                 return Ok(Recorded::Unchanged);
             }
             Some((id, lf)) => (id, Some(lf.heads)),
-            None => match self.adoptable(path)? {
+            None => match self.adoptable(path, hash)? {
                 Some(id) => (id, None),
                 None => return self.create_file(path, text, hash, stat, now_ms, rng),
             },
@@ -392,13 +392,19 @@ impl<S: Store> Workspace<S> {
 
     /// A file the index places at `path` that this peer has not put on disk (an
     /// interrupted clone, say): a file found there is that file, not a new one.
-    fn adoptable(&mut self, path: &SyncPath) -> Result<Option<FileId>, WorkspaceError> {
+    /// Only when the bytes are exactly what we would write: anything else is
+    /// the user's own file, kept side by side by the same-path rule.
+    fn adoptable(&mut self, path: &SyncPath, hash: [u8; 32]) -> Result<Option<FileId>, WorkspaceError> {
         // Cheap test first: every stored file document is on disk, nothing to adopt.
         if self.docs.keys().filter(|k| matches!(k, DocKey::File(_))).count() <= self.local.len() {
             return Ok(None);
         }
         let layout = self.layout()?.0;
-        Ok(layout.get(path).copied().filter(|id| !self.local.contains_key(id) && self.docs.contains_key(&DocKey::File(*id))))
+        let Some(id) = layout.get(path).copied().filter(|id| !self.local.contains_key(id)) else { return Ok(None) };
+        match self.doc(id)? {
+            Some(doc) if doc.is_ready() && content_hash(doc.render()?.as_bytes()) == hash => Ok(Some(id)),
+            _ => Ok(None),
+        }
     }
 
     fn create_file(&mut self, path: &SyncPath, text: &str, hash: [u8; 32], stat: Stat, now_ms: i64, rng: &mut impl rand::Rng) -> Result<Recorded, WorkspaceError> {

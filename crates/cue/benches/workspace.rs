@@ -78,6 +78,7 @@ fn phase_import(base: &Path, n: usize) {
     disk::record_changes(&mut ws, &layout, &filters, false, &|_, _| {}).unwrap_or_else(|e| panic!("{e}"));
     ws.store_mut().end_bulk().unwrap_or_else(|e| panic!("{e}"));
     let import_s = t.elapsed().as_secs_f64();
+    eprintln!("after import: {:.1} MB", vm_hwm_mb());
 
     // Edit history: a fifth of the files get five edits each (body lines, a scalar, a tag).
     let t = Instant::now();
@@ -101,10 +102,12 @@ fn phase_import(base: &Path, n: usize) {
         ws.store_mut().end_bulk().unwrap_or_else(|e| panic!("{e}"));
     }
     let edit_s = t.elapsed().as_secs_f64();
+    eprintln!("after edits: {:.1} MB", vm_hwm_mb());
 
     let t = Instant::now();
     let bundle = ws.export_bundle().unwrap_or_else(|e| panic!("{e}"));
     let export_s = t.elapsed().as_secs_f64();
+    eprintln!("after export: {:.1} MB", vm_hwm_mb());
     std::fs::write(base.join("bundle.cue"), &bundle).unwrap_or_else(|e| panic!("{e}"));
     for f in ws.files().unwrap_or_else(|e| panic!("{e}")) {
         let text = std::fs::read_to_string(layout.to_disk(&f.path)).unwrap_or_default();
@@ -135,7 +138,8 @@ fn phase_clone(base: &Path, n: usize) {
     let mut ws = Workspace::clone_from_bundle(store, &bundle, "clone", disk::now_ms(), &mut rng).unwrap_or_else(|e| panic!("{e}"));
     let plan = ws.plan().unwrap_or_else(|e| panic!("{e}"));
     ws.store_mut().begin_bulk().unwrap_or_else(|e| panic!("{e}"));
-    let applied = disk::apply_plan(&mut ws, &layout, plan, &|_, _| {}).unwrap_or_else(|e| panic!("{e}"));
+    let applied = disk::apply_plan(&mut ws, &layout, plan, false, &|_, _| {}).unwrap_or_else(|e| panic!("{e}"));
+    disk::sync_all_files();
     ws.store_mut().end_bulk().unwrap_or_else(|e| panic!("{e}"));
     let clone_s = t.elapsed().as_secs_f64();
     assert_eq!(applied.written.len(), n);
@@ -160,6 +164,7 @@ fn field<'a>(line: &'a str, key: &str) -> &'a str {
 }
 
 fn main() {
+    cue::tune_allocator();
     let args: Vec<String> = std::env::args().collect();
     if let (Some(phase), Some(dir), Some(n)) = (std::env::var("CUE_BENCH_PHASE").ok(), args.get(1), args.get(2)) {
         let n: usize = n.parse().unwrap_or(1000);

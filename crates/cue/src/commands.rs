@@ -69,11 +69,24 @@ impl Session {
 
     /// Writes whatever the documents say that the disk does not show yet.
     pub fn checkout(&mut self, label: &str) -> Result<Applied> {
+        self.checkout_with(label, true)
+    }
+
+    fn checkout_with(&mut self, label: &str, durable: bool) -> Result<Applied> {
         let plan = self.ws.plan()?;
         let bar = progress_bar(label);
-        self.ws.store_mut().begin_bulk()?;
-        let applied = disk::apply_plan(&mut self.ws, &self.layout, plan, &|i, n| tick(&bar, i, n));
-        self.ws.store_mut().end_bulk()?;
+        // Each written file is recorded in its own transaction, so an interrupted
+        // checkout never leaves a file on disk that the state does not know. A
+        // fresh clone (nobody can have edited yet) writes everything, syncs once
+        // and commits once.
+        if !durable {
+            self.ws.store_mut().begin_bulk()?;
+        }
+        let applied = disk::apply_plan(&mut self.ws, &self.layout, plan, durable, &|i, n| tick(&bar, i, n));
+        if !durable {
+            disk::sync_all_files();
+            self.ws.store_mut().end_bulk()?;
+        }
         let applied = applied?;
         bar.finish_and_clear();
         for s in &applied.skipped {
@@ -306,7 +319,7 @@ pub fn clone(cwd: &Path, source: &Path, dir: &Path, member: Option<String>) -> R
     disk::atomic_write(&layout.config_path(), config::template(&meta.name, &member).as_bytes())?;
     write_gitignore(&layout)?;
     let mut s = open_at(layout)?;
-    let applied = s.checkout("cloning")?;
+    let applied = s.checkout_with("cloning", false)?;
     println!("Cloned workspace {:?} into {}: {} files.", meta.name, root.display(), applied.written.len());
     Ok(())
 }

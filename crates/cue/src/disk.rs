@@ -241,7 +241,16 @@ pub fn record_changes<S: Store>(
     let tracked: HashMap<String, cue_core::store::LocalFile> = ws.local_files().values().map(|f| (f.path.clone(), f.clone())).collect();
     let mut missing: Vec<(String, [u8; 32])> = tracked
         .iter()
-        .filter(|(path, _)| SyncPath::parse(path).map(|p| !view.files.contains_key(&p)).unwrap_or(true))
+        // Missing means gone from disk, not merely unseen by this scan (filtered,
+        // too big, a symlink, a project file outside this peer's include globs):
+        // a delete recorded here is carried out on every peer.
+        .filter(|(path, _)| match SyncPath::parse(path) {
+            Ok(p) => {
+                !view.files.contains_key(&p)
+                    && matches!(fs::symlink_metadata(layout.to_disk(&p)), Err(e) if e.kind() == std::io::ErrorKind::NotFound)
+            }
+            Err(_) => false,
+        })
         .map(|(path, f)| (path.clone(), f.hash))
         .collect();
     missing.sort();
@@ -309,7 +318,11 @@ pub struct Applied {
 
 /// Carries out a plan: atomic writes (temp file, fsync, rename) that never
 /// overwrite a file the user changed since it was last read.
-pub fn apply_plan<S: Store>(ws: &mut Workspace<S>, layout: &Layout, plan: Plan, progress: &dyn Fn(u64, u64)) -> Result<Applied> {
+///
+/// With `durable` false (a fresh clone, where nobody can have edited yet), files
+/// are not fsynced one by one; the caller syncs the file system once before
+/// committing, which turns a thousand journal commits into one.
+pub fn apply_plan<S: Store>(ws: &mut Workspace<S>, layout: &Layout, plan: Plan, durable: bool, progress: &dyn Fn(u64, u64)) -> Result<Applied> {
     let mut done = Applied { skipped: plan.problems, ..Applied::default() };
     let total = plan.ops.len() as u64;
     for (i, op) in plan.ops.iter().enumerate() {
@@ -321,7 +334,13 @@ pub fn apply_plan<S: Store>(ws: &mut Workspace<S>, layout: &Layout, plan: Plan, 
                     done.skipped.push(format!("{path}: {why}"));
                     continue;
                 }
-                let stat = atomic_write(&target, bytes.as_bytes()).with_context(|| format!("writing {}", target.display()))?;
+                let stat = match write_file(&target, bytes.as_bytes(), durable) {
+                    Ok(stat) => stat,
+                    Err(e) => {
+                        done.skipped.push(format!("{path}: cannot write: {e:#}"));
+                        continue;
+                    }
+                };
                 ws.applied(op, stat)?;
                 done.written.push(path.to_string());
             }
@@ -367,7 +386,7 @@ fn check_expected(target: &Path, expect: Option<[u8; 32]>) -> std::result::Resul
     match (fs::symlink_metadata(target), expect) {
         (Ok(m), _) if m.file_type().is_symlink() => Err("is a symbolic link; not replacing it".into()),
         (Err(_), None) => Ok(()),
-        (Err(_), Some(_)) => Ok(()), // deleted meanwhile: writing it back loses nothing
+        (Err(_), Some(_)) => Err("removed since it was last recorded; the removal is recorded on the next run".into()),
         (Ok(_), None) => Err("a file appeared there that is not recorded yet; it will be merged on the next run".into()),
         (Ok(_), Some(want)) => {
             let bytes = fs::read(target).map_err(|e| format!("cannot read: {e}"))?;
@@ -383,16 +402,34 @@ fn check_expected(target: &Path, expect: Option<[u8; 32]>) -> std::result::Resul
 /// Writes a file so that readers see the old bytes or the new, never a mix:
 /// a temp file in the same folder, fsync, rename over, fsync the folder.
 pub fn atomic_write(target: &Path, bytes: &[u8]) -> Result<Stat> {
+    write_file(target, bytes, true)
+}
+
+/// Flushes every written file to disk at once (after a non-durable [`apply_plan`]).
+pub fn sync_all_files() {
+    #[cfg(unix)]
+    // SAFETY: sync(2) takes no arguments and cannot fail.
+    unsafe {
+        libc::sync();
+    }
+}
+
+fn write_file(target: &Path, bytes: &[u8], durable: bool) -> Result<Stat> {
     let dir = target.parent().context("target has no parent folder")?;
     let name = target.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.cue-{}.tmp", std::process::id()));
+    let _ = name;
+    let tmp = dir.join(format!(".cue-{}.tmp", std::process::id()));
     let result = (|| -> std::io::Result<()> {
         let mut f = fs::OpenOptions::new().write(true).create(true).truncate(true).open(&tmp)?;
         f.write_all(bytes)?;
-        f.sync_all()?;
+        if durable {
+            f.sync_all()?;
+        }
         fs::rename(&tmp, target)?;
-        if let Ok(d) = fs::File::open(dir) {
-            let _ = d.sync_all();
+        if durable {
+            if let Ok(d) = fs::File::open(dir) {
+                let _ = d.sync_all();
+            }
         }
         Ok(())
     })();

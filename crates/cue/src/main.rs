@@ -134,6 +134,7 @@ enum TrashCommand {
 }
 
 fn main() -> ExitCode {
+    cue::tune_allocator();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)

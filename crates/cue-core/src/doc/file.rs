@@ -218,30 +218,45 @@ fn scalar_to_fm(s: &ScalarValue) -> FmValue {
     }
 }
 
+/// Deepest object nesting read from a document: a hostile peer's document
+/// could otherwise make reading it overflow the stack.
+const MAX_DEPTH: usize = 64;
+
 fn read_value(doc: &AutoCommit, value: Value<'_>, id: &ObjId) -> Result<FmValue, DocError> {
+    read_value_at(doc, value, id, 0)
+}
+
+fn read_value_at(doc: &AutoCommit, value: Value<'_>, id: &ObjId, depth: usize) -> Result<FmValue, DocError> {
+    if depth > MAX_DEPTH {
+        return Ok(FmValue::Null);
+    }
     Ok(match value {
         Value::Scalar(s) => scalar_to_fm(s.as_ref()),
-        Value::Object(ObjType::Map) | Value::Object(ObjType::Table) => FmValue::Map(read_map(doc, id)?),
-        Value::Object(ObjType::List) => FmValue::List(read_list(doc, id)?),
+        Value::Object(ObjType::Map) | Value::Object(ObjType::Table) => FmValue::Map(read_map_at(doc, id, depth + 1)?),
+        Value::Object(ObjType::List) => FmValue::List(read_list_at(doc, id, depth + 1)?),
         Value::Object(ObjType::Text) => FmValue::Str(doc.text(id)?),
     })
 }
 
 fn read_map(doc: &AutoCommit, obj: &ObjId) -> Result<Fields, DocError> {
+    read_map_at(doc, obj, 0)
+}
+
+fn read_map_at(doc: &AutoCommit, obj: &ObjId, depth: usize) -> Result<Fields, DocError> {
     let mut out = Vec::new();
     for item in doc.map_range(obj, ..) {
         let key = item.key.to_string();
-        let v = { let id = item.id(); read_value(doc, item.value.into(), &id) }?;
+        let v = { let id = item.id(); read_value_at(doc, item.value.into(), &id, depth) }?;
         out.push((key, v));
     }
     Ok(out)
 }
 
 /// A list's items without duplicates, first occurrence first: the union rule.
-fn read_list(doc: &AutoCommit, obj: &ObjId) -> Result<Vec<FmValue>, DocError> {
+fn read_list_at(doc: &AutoCommit, obj: &ObjId, depth: usize) -> Result<Vec<FmValue>, DocError> {
     let mut out: Vec<FmValue> = Vec::new();
     for item in doc.list_range(obj, ..) {
-        let v = { let id = item.id(); read_value(doc, item.value.into(), &id) }?;
+        let v = { let id = item.id(); read_value_at(doc, item.value.into(), &id, depth) }?;
         if !out.contains(&v) {
             out.push(v);
         }

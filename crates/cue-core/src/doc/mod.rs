@@ -62,13 +62,14 @@ pub struct ChangeInfo {
 }
 
 pub(crate) fn change_infos(doc: &mut automerge::AutoCommit, since: &[ChangeHash]) -> Vec<ChangeInfo> {
-    doc.get_changes(since)
+    // Metadata only: building full changes would re-encode every op.
+    doc.get_changes_meta(since)
         .into_iter()
         .map(|c| ChangeInfo {
-            hash: c.hash(),
-            actor: c.actor_id().to_hex_string(),
-            time_s: c.timestamp(),
-            message: c.message().unwrap_or_default().to_string(),
+            hash: c.hash,
+            actor: c.actor.to_hex_string(),
+            time_s: c.timestamp,
+            message: c.message.map(|m| m.to_string()).unwrap_or_default(),
         })
         .collect()
 }
