@@ -78,7 +78,6 @@ fn phase_import(base: &Path, n: usize) {
     disk::record_changes(&mut ws, &layout, &filters, false, &|_, _| {}).unwrap_or_else(|e| panic!("{e}"));
     ws.store_mut().end_bulk().unwrap_or_else(|e| panic!("{e}"));
     let import_s = t.elapsed().as_secs_f64();
-    eprintln!("after import: {:.1} MB", vm_hwm_mb());
 
     // Edit history: a fifth of the files get five edits each (body lines, a scalar, a tag).
     let t = Instant::now();
@@ -102,12 +101,10 @@ fn phase_import(base: &Path, n: usize) {
         ws.store_mut().end_bulk().unwrap_or_else(|e| panic!("{e}"));
     }
     let edit_s = t.elapsed().as_secs_f64();
-    eprintln!("after edits: {:.1} MB", vm_hwm_mb());
 
     let t = Instant::now();
     let bundle = ws.export_bundle().unwrap_or_else(|e| panic!("{e}"));
     let export_s = t.elapsed().as_secs_f64();
-    eprintln!("after export: {:.1} MB", vm_hwm_mb());
     std::fs::write(base.join("bundle.cue"), &bundle).unwrap_or_else(|e| panic!("{e}"));
     for f in ws.files().unwrap_or_else(|e| panic!("{e}")) {
         let text = std::fs::read_to_string(layout.to_disk(&f.path)).unwrap_or_default();
