@@ -179,27 +179,6 @@ impl FileDoc {
         self.has_all(heads) && !self.doc.get_changes(heads).is_empty()
     }
 
-    /// The document's heads.
-    pub fn heads(&mut self) -> Vec<ChangeHash> {
-        self.doc.get_heads()
-    }
-
-    /// The whole document, compacted.
-    pub fn save(&mut self) -> Vec<u8> {
-        self.doc.save()
-    }
-
-    /// The changes not covered by `heads`.
-    pub fn save_after(&mut self, heads: &[ChangeHash]) -> Vec<u8> {
-        self.doc.save_after(heads)
-    }
-
-    /// Merges saved bytes or changes from elsewhere; harmless if already known.
-    pub fn apply(&mut self, bytes: &[u8]) -> Result<(), DocError> {
-        self.doc.load_incremental(bytes)?;
-        Ok(())
-    }
-
     /// The history since `heads`, for the activity log.
     pub fn changes_since(&mut self, heads: &[ChangeHash]) -> Vec<ChangeInfo> {
         change_infos(&mut self.doc, heads)
@@ -396,3 +375,5 @@ fn read_list_raw(doc: &AutoCommit, list: &ObjId) -> Result<Vec<FmValue>, DocErro
     }
     Ok(out)
 }
+
+super::impl_storage!(FileDoc);

@@ -270,27 +270,6 @@ impl IndexDoc {
         Ok(())
     }
 
-    /// The document's heads: what this peer has seen of it.
-    pub fn heads(&mut self) -> Vec<ChangeHash> {
-        self.doc.get_heads()
-    }
-
-    /// The whole document, compacted.
-    pub fn save(&mut self) -> Vec<u8> {
-        self.doc.save()
-    }
-
-    /// The changes not covered by `heads`, for appending to storage or sending.
-    pub fn save_after(&mut self, heads: &[ChangeHash]) -> Vec<u8> {
-        self.doc.save_after(heads)
-    }
-
-    /// Merges saved bytes or changes from elsewhere; harmless if already known.
-    pub fn apply(&mut self, bytes: &[u8]) -> Result<(), DocError> {
-        self.doc.load_incremental(bytes)?;
-        Ok(())
-    }
-
     /// The index as it would be after merging `bytes`, without changing this one:
     /// lets an import check every path before accepting anything.
     pub fn preview(&mut self, bytes: &[u8]) -> Result<IndexDoc, DocError> {
@@ -309,3 +288,5 @@ impl IndexDoc {
         self.doc.get_actor().to_hex_string()
     }
 }
+
+super::impl_storage!(IndexDoc);

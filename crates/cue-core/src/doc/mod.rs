@@ -14,6 +14,35 @@
 //! are plain automerge documents; `docs/FORMAT.md` describes their schema so
 //! another implementation can read them.
 
+/// The storage side shared by both kinds of document (each wraps an `AutoCommit` in `doc`).
+macro_rules! impl_storage {
+    ($t:ty) => {
+        impl $t {
+            /// The document's heads: what this peer has seen of it.
+            pub fn heads(&mut self) -> Vec<ChangeHash> {
+                self.doc.get_heads()
+            }
+
+            /// The whole document, compacted.
+            pub fn save(&mut self) -> Vec<u8> {
+                self.doc.save()
+            }
+
+            /// The changes not covered by `heads`, for appending to storage or sending.
+            pub fn save_after(&mut self, heads: &[ChangeHash]) -> Vec<u8> {
+                self.doc.save_after(heads)
+            }
+
+            /// Merges saved bytes or changes from elsewhere; harmless if already known.
+            pub fn apply(&mut self, bytes: &[u8]) -> Result<(), DocError> {
+                self.doc.load_incremental(bytes)?;
+                Ok(())
+            }
+        }
+    };
+}
+pub(crate) use impl_storage;
+
 mod file;
 mod index;
 
