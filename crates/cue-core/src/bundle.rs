@@ -84,7 +84,10 @@ impl Bundle {
             if len > MAX_ENTRY_BYTES {
                 return Err(BundleError::TooLarge(i, len));
             }
-            let bytes = r.take(len as usize).ok_or(BundleError::Truncated(i))?.to_vec();
+            let bytes = r
+                .take(len as usize)
+                .ok_or(BundleError::Truncated(i))?
+                .to_vec();
             let key = match kind {
                 0 => DocKey::Index,
                 1 => DocKey::File(FileId(id)),
@@ -95,7 +98,10 @@ impl Bundle {
         if r.pos != data.len() {
             return Err(BundleError::Trailing(data.len() - r.pos));
         }
-        Ok(Bundle { workspace: WorkspaceId(ws), docs })
+        Ok(Bundle {
+            workspace: WorkspaceId(ws),
+            docs,
+        })
     }
 }
 
@@ -125,7 +131,10 @@ mod tests {
     fn round_trip() {
         let b = Bundle {
             workspace: WorkspaceId([7; 16]),
-            docs: vec![(DocKey::Index, vec![1, 2, 3]), (DocKey::File(FileId([9; 16])), vec![])],
+            docs: vec![
+                (DocKey::Index, vec![1, 2, 3]),
+                (DocKey::File(FileId([9; 16])), vec![]),
+            ],
         };
         assert_eq!(Bundle::decode(&b.encode()), Ok(b));
     }
@@ -133,9 +142,15 @@ mod tests {
     #[test]
     fn rejects_garbage() {
         assert_eq!(Bundle::decode(b"nope"), Err(BundleError::NotABundle));
-        let b = Bundle { workspace: WorkspaceId([0; 16]), docs: vec![(DocKey::Index, vec![1; 10])] };
+        let b = Bundle {
+            workspace: WorkspaceId([0; 16]),
+            docs: vec![(DocKey::Index, vec![1; 10])],
+        };
         let enc = b.encode();
-        assert_eq!(Bundle::decode(&enc[..enc.len() - 1]), Err(BundleError::Truncated(0)));
+        assert_eq!(
+            Bundle::decode(&enc[..enc.len() - 1]),
+            Err(BundleError::Truncated(0))
+        );
         let mut extra = enc.clone();
         extra.push(0);
         assert_eq!(Bundle::decode(&extra), Err(BundleError::Trailing(1)));

@@ -101,15 +101,25 @@ fn diff_lines(a: &[char], b: &[char], base: usize, out: &mut Vec<Splice>) {
     for op in ops {
         let (old_range, new_range) = match op {
             DiffOp::Equal { .. } => continue,
-            DiffOp::Delete { old_index, old_len, new_index } => {
-                (old_index..old_index + old_len, new_index..new_index)
-            }
-            DiffOp::Insert { old_index, new_index, new_len } => {
-                (old_index..old_index, new_index..new_index + new_len)
-            }
-            DiffOp::Replace { old_index, old_len, new_index, new_len } => {
-                (old_index..old_index + old_len, new_index..new_index + new_len)
-            }
+            DiffOp::Delete {
+                old_index,
+                old_len,
+                new_index,
+            } => (old_index..old_index + old_len, new_index..new_index),
+            DiffOp::Insert {
+                old_index,
+                new_index,
+                new_len,
+            } => (old_index..old_index, new_index..new_index + new_len),
+            DiffOp::Replace {
+                old_index,
+                old_len,
+                new_index,
+                new_len,
+            } => (
+                old_index..old_index + old_len,
+                new_index..new_index + new_len,
+            ),
         };
         let a_chars = &a[sa[old_range.start]..sa[old_range.end]];
         let b_chars = &b[sb[new_range.start]..sb[new_range.end]];
@@ -126,11 +136,25 @@ fn diff_chars(a: &[char], b: &[char], base: usize, out: &mut Vec<Splice>) {
     for op in ops {
         match op {
             DiffOp::Equal { .. } => {}
-            DiffOp::Delete { old_index, old_len, .. } => push(out, base + old_index, old_len, String::new()),
-            DiffOp::Insert { old_index, new_index, new_len } => {
-                push(out, base + old_index, 0, b[new_index..new_index + new_len].iter().collect())
-            }
-            DiffOp::Replace { old_index, old_len, new_index, new_len } => push(
+            DiffOp::Delete {
+                old_index, old_len, ..
+            } => push(out, base + old_index, old_len, String::new()),
+            DiffOp::Insert {
+                old_index,
+                new_index,
+                new_len,
+            } => push(
+                out,
+                base + old_index,
+                0,
+                b[new_index..new_index + new_len].iter().collect(),
+            ),
+            DiffOp::Replace {
+                old_index,
+                old_len,
+                new_index,
+                new_len,
+            } => push(
                 out,
                 base + old_index,
                 old_len,
@@ -152,7 +176,11 @@ fn push(out: &mut Vec<Splice>, pos: usize, delete: usize, insert: String) {
             return;
         }
     }
-    out.push(Splice { pos, delete, insert });
+    out.push(Splice {
+        pos,
+        delete,
+        insert,
+    });
 }
 
 #[cfg(test)]

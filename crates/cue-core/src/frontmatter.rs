@@ -36,10 +36,14 @@ impl PartialEq for FmValue {
             (Str(a), Str(b)) => a == b,
             // Lists merge as sets (union), so order and repeats are formatting:
             // the author's order stays in the file text on every peer.
-            (List(a), List(b)) => a.iter().all(|x| b.contains(x)) && b.iter().all(|x| a.contains(x)),
+            (List(a), List(b)) => {
+                a.iter().all(|x| b.contains(x)) && b.iter().all(|x| a.contains(x))
+            }
             // Key order is formatting, not content.
             (Map(a), Map(b)) => {
-                a.len() == b.len() && a.iter().all(|(k, v)| b.iter().any(|(k2, v2)| k == k2 && v == v2))
+                a.len() == b.len()
+                    && a.iter()
+                        .all(|(k, v)| b.iter().any(|(k2, v2)| k == k2 && v == v2))
             }
             _ => false,
         }
@@ -81,7 +85,11 @@ pub fn split(text: &str) -> Split {
         Some(i) if i > 0 && text.as_bytes()[i - 1] == b'\r' => "\r\n",
         _ => "\n",
     };
-    let none = Split { yaml: None, body_start: 0, newline };
+    let none = Split {
+        yaml: None,
+        body_start: 0,
+        newline,
+    };
     let first_end = match text.find('\n') {
         Some(i) => i,
         None => return none,
@@ -92,10 +100,17 @@ pub fn split(text: &str) -> Split {
     let yaml_start = first_end + 1;
     let mut pos = yaml_start;
     while pos < text.len() {
-        let end = text[pos..].find('\n').map(|i| pos + i + 1).unwrap_or(text.len());
+        let end = text[pos..]
+            .find('\n')
+            .map(|i| pos + i + 1)
+            .unwrap_or(text.len());
         let line = text[pos..end].trim_end_matches(['\n', '\r']);
         if line == "---" || line == "..." {
-            return Split { yaml: Some(yaml_start..pos), body_start: end, newline };
+            return Split {
+                yaml: Some(yaml_start..pos),
+                body_start: end,
+                newline,
+            };
         }
         pos = end;
     }
@@ -109,7 +124,9 @@ pub enum FrontmatterError {
     Syntax(String),
     #[error("frontmatter must be a YAML mapping of keys to values")]
     NotAMap,
-    #[error("frontmatter uses an unsupported YAML feature (aliases, complex keys or several documents)")]
+    #[error(
+        "frontmatter uses an unsupported YAML feature (aliases, complex keys or several documents)"
+    )]
     Unsupported,
     #[error("frontmatter repeats the key {0:?}")]
     DuplicateKey(String),
@@ -128,7 +145,8 @@ pub fn parse_yaml(yaml: &str) -> Result<Vec<(String, FmValue)>, FrontmatterError
     if too_deep(yaml) {
         return Err(FrontmatterError::Unsupported);
     }
-    let docs = YamlLoader::load_from_str(yaml).map_err(|e| FrontmatterError::Syntax(e.to_string()))?;
+    let docs =
+        YamlLoader::load_from_str(yaml).map_err(|e| FrontmatterError::Syntax(e.to_string()))?;
     let root = match docs.as_slice() {
         [] => return Ok(Vec::new()),
         [one] => one,
@@ -238,7 +256,10 @@ fn blocks(yaml: &str) -> Vec<Block<'_>> {
     let mut pos = 0;
     let bytes = yaml.as_bytes();
     while pos < yaml.len() {
-        let end = yaml[pos..].find('\n').map(|i| pos + i + 1).unwrap_or(yaml.len());
+        let end = yaml[pos..]
+            .find('\n')
+            .map(|i| pos + i + 1)
+            .unwrap_or(yaml.len());
         let line = &yaml[pos..end];
         let first = bytes[pos];
         let continues = first == b' ' || first == b'\t' || first == b'-';
@@ -247,7 +268,10 @@ fn blocks(yaml: &str) -> Vec<Block<'_>> {
         if !belongs {
             // This line starts a new block (a key, or free lines).
             if pos > start && (is_key || current_key.is_some()) {
-                out.push(Block { key: current_key.take(), text: &yaml[start..pos] });
+                out.push(Block {
+                    key: current_key.take(),
+                    text: &yaml[start..pos],
+                });
                 start = pos;
             }
             current_key = if is_key { Some(line_key(line)) } else { None };
@@ -255,7 +279,10 @@ fn blocks(yaml: &str) -> Vec<Block<'_>> {
         pos = end;
     }
     if start < yaml.len() {
-        out.push(Block { key: current_key, text: &yaml[start..] });
+        out.push(Block {
+            key: current_key,
+            text: &yaml[start..],
+        });
     }
     out
 }
@@ -271,7 +298,11 @@ fn line_key(line: &str) -> String {
             }
         }
     }
-    line.split(':').next().unwrap_or_default().trim().to_string()
+    line.split(':')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_string()
 }
 
 /// Rebuilds `text` so that its frontmatter says `fields`, changing as few lines
@@ -294,7 +325,11 @@ pub fn patch(text: &str, fields: &[(String, FmValue)]) -> String {
         }
     }
     let new_yaml = patch_yaml(yaml, fields, nl)
-        .filter(|y| parse_yaml(y).map(|v| FmValue::Map(v) == FmValue::Map(fields.to_vec())).unwrap_or(false))
+        .filter(|y| {
+            parse_yaml(y)
+                .map(|v| FmValue::Map(v) == FmValue::Map(fields.to_vec()))
+                .unwrap_or(false)
+        })
         .unwrap_or_else(|| emit_all(fields, nl));
     if sp.yaml.is_some() {
         format!("{head}{new_yaml}{tail}")
@@ -317,12 +352,22 @@ fn patch_yaml(yaml: &str, fields: &[(String, FmValue)], nl: &str) -> Option<Stri
         if written.contains(&key.as_str()) {
             return None;
         }
-        written.push(fields.iter().find(|(k, _)| k == key).map(|(k, _)| k.as_str())?);
-        let have = parse_yaml(block.text).ok().and_then(|v| v.into_iter().next()).map(|(_, v)| v);
+        written.push(
+            fields
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(k, _)| k.as_str())?,
+        );
+        let have = parse_yaml(block.text)
+            .ok()
+            .and_then(|v| v.into_iter().next())
+            .map(|(_, v)| v);
         if have.as_ref() == Some(want) {
             out.push_str(block.text);
         } else {
-            let flow = block.text.contains('[') && !block.text.contains("\n-") && !block.text.contains("\n ");
+            let flow = block.text.contains('[')
+                && !block.text.contains("\n-")
+                && !block.text.contains("\n ");
             out.push_str(&emit_entry(key, want, 0, flow, nl));
             // Keep the block's own trailing line ending style.
         }
@@ -340,7 +385,10 @@ fn patch_yaml(yaml: &str, fields: &[(String, FmValue)], nl: &str) -> Option<Stri
 
 /// Writes every field afresh: the fallback when the old text can't be patched.
 fn emit_all(fields: &[(String, FmValue)], nl: &str) -> String {
-    fields.iter().map(|(k, v)| emit_entry(k, v, 0, false, nl)).collect()
+    fields
+        .iter()
+        .map(|(k, v)| emit_entry(k, v, 0, false, nl))
+        .collect()
 }
 
 fn emit_entry(key: &str, value: &FmValue, indent: usize, flow: bool, nl: &str) -> String {
@@ -402,7 +450,9 @@ fn is_scalar(v: &FmValue) -> bool {
 
 fn emit_key(key: &str) -> String {
     let plain = !key.is_empty()
-        && key.chars().all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        && key
+            .chars()
+            .all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | '.'))
         && !key.starts_with('-')
         && matches!(parse_yaml(&format!("{key}: 1")).as_deref(), Ok([(k, _)]) if k == key);
     if plain {
@@ -422,7 +472,11 @@ fn emit_scalar(v: &FmValue, in_flow: bool) -> String {
         FmValue::Float(f) if f.is_infinite() => (if *f > 0.0 { ".inf" } else { "-.inf" }).into(),
         FmValue::Float(f) => {
             let s = format!("{f:?}");
-            if s.contains(['.', 'e', 'E']) { s } else { format!("{s}.0") }
+            if s.contains(['.', 'e', 'E']) {
+                s
+            } else {
+                format!("{s}.0")
+            }
         }
         FmValue::Str(s) => {
             let risky = s.is_empty()
@@ -430,7 +484,9 @@ fn emit_scalar(v: &FmValue, in_flow: bool) -> String {
                 || s.contains(['\n', '\r', '\t', '#', '"', '\''])
                 || s.contains(": ")
                 || s.ends_with(':')
-                || s.starts_with(['-', '?', ':', '[', ']', '{', '}', '&', '*', '!', '|', '>', '%', '@', '`', ','])
+                || s.starts_with([
+                    '-', '?', ':', '[', ']', '{', '}', '&', '*', '!', '|', '>', '%', '@', '`', ',',
+                ])
                 || (in_flow && s.contains([',', '[', ']', '{', '}']))
                 || s.chars().any(|c| c.is_control());
             if !risky {
@@ -478,7 +534,10 @@ mod tests {
     #[test]
     fn split_finds_fences() {
         let sp = split(CARD);
-        assert_eq!(&CARD[sp.yaml.clone().unwrap_or_default()], "# a comment\ntitle: Auth flow\npriority: high   # why\ntags:\n  - security\n  - api\n");
+        assert_eq!(
+            &CARD[sp.yaml.clone().unwrap_or_default()],
+            "# a comment\ntitle: Auth flow\npriority: high   # why\ntags:\n  - security\n  - api\n"
+        );
         assert_eq!(&CARD[sp.body_start..], "# Body\n");
         assert_eq!(split("no fm\n").yaml, None);
         assert_eq!(split("---\nunclosed: 1\n").yaml, None);
@@ -490,8 +549,14 @@ mod tests {
         let f = parse_file(CARD).unwrap_or_default();
         assert_eq!(f[0], ("title".into(), s("Auth flow")));
         assert_eq!(f[2].1, FmValue::List(vec![s("security"), s("api")]));
-        assert!(matches!(parse_file("---\n: [\n---\n"), Err(FrontmatterError::Syntax(_))));
-        assert!(matches!(parse_file("---\n- a\n---\n"), Err(FrontmatterError::NotAMap)));
+        assert!(matches!(
+            parse_file("---\n: [\n---\n"),
+            Err(FrontmatterError::Syntax(_))
+        ));
+        assert!(matches!(
+            parse_file("---\n- a\n---\n"),
+            Err(FrontmatterError::NotAMap)
+        ));
         let deep = format!("---\nk:\n{}x\n---\n", "- ".repeat(100_000));
         assert_eq!(parse_file(&deep), Err(FrontmatterError::Unsupported));
         let deep = format!("---\nk: {}\n---\n", "[".repeat(100_000));
@@ -522,8 +587,14 @@ mod tests {
     #[test]
     fn patch_keeps_flow_style_and_crlf() {
         let text = "---\r\ntags: [a, b]\r\nx: 1\r\n---\r\nbody\r\n";
-        let f = vec![("tags".into(), FmValue::List(vec![s("a"), s("b"), s("c")])), ("x".into(), FmValue::Int(1))];
-        assert_eq!(patch(text, &f), "---\r\ntags: [a, b, c]\r\nx: 1\r\n---\r\nbody\r\n");
+        let f = vec![
+            ("tags".into(), FmValue::List(vec![s("a"), s("b"), s("c")])),
+            ("x".into(), FmValue::Int(1)),
+        ];
+        assert_eq!(
+            patch(text, &f),
+            "---\r\ntags: [a, b, c]\r\nx: 1\r\n---\r\nbody\r\n"
+        );
     }
 
     #[test]
@@ -535,7 +606,27 @@ mod tests {
 
     #[test]
     fn tricky_strings_round_trip() {
-        for v in ["yes", "no", "true", "null", "~", "123", "1.5", "", " pad", "a #b", "#x", "- x", "é ✓", "a\"b", "line\nbreak", "[x]", "{x}", "@me", "a,b"] {
+        for v in [
+            "yes",
+            "no",
+            "true",
+            "null",
+            "~",
+            "123",
+            "1.5",
+            "",
+            " pad",
+            "a #b",
+            "#x",
+            "- x",
+            "é ✓",
+            "a\"b",
+            "line\nbreak",
+            "[x]",
+            "{x}",
+            "@me",
+            "a,b",
+        ] {
             let f = vec![("k".into(), s(v)), ("l".into(), FmValue::List(vec![s(v)]))];
             let out = patch("body", &f);
             assert_eq!(parse_file(&out).unwrap_or_default(), f, "{v:?} -> {out}");

@@ -119,7 +119,12 @@ mod tests {
 
     #[test]
     fn accepts_workspace_paths() {
-        for ok in ["docs/auth.md", "cards/2a9f1x.md", "docs/a b/ü.md", "project/docs/x.md"] {
+        for ok in [
+            "docs/auth.md",
+            "cards/2a9f1x.md",
+            "docs/a b/ü.md",
+            "project/docs/x.md",
+        ] {
             assert!(SyncPath::parse(ok).is_ok(), "{ok}");
         }
     }
@@ -128,32 +133,59 @@ mod tests {
     fn rejects_escapes_and_oddities() {
         let cases = [
             ("", PathError::Empty),
-            ("/etc/passwd.md", PathError::Absolute("/etc/passwd.md".into())),
+            (
+                "/etc/passwd.md",
+                PathError::Absolute("/etc/passwd.md".into()),
+            ),
             ("C:/x.md", PathError::Absolute("C:/x.md".into())),
-            ("docs/C:evil.md", PathError::BadCharacter("docs/C:evil.md".into())),
-            ("project/.GIT/x.md", PathError::Reserved("project/.GIT/x.md".into())),
-            ("../../etc/passwd", PathError::Traversal("../../etc/passwd".into())),
-            ("docs/../../x.md", PathError::Traversal("docs/../../x.md".into())),
+            (
+                "docs/C:evil.md",
+                PathError::BadCharacter("docs/C:evil.md".into()),
+            ),
+            (
+                "project/.GIT/x.md",
+                PathError::Reserved("project/.GIT/x.md".into()),
+            ),
+            (
+                "../../etc/passwd",
+                PathError::Traversal("../../etc/passwd".into()),
+            ),
+            (
+                "docs/../../x.md",
+                PathError::Traversal("docs/../../x.md".into()),
+            ),
             ("docs/./x.md", PathError::Traversal("docs/./x.md".into())),
             ("docs\\x.md", PathError::BadCharacter("docs\\x.md".into())),
             ("docs/x\0.md", PathError::BadCharacter("docs/x\0.md".into())),
             ("docs//x.md", PathError::EmptyComponent("docs//x.md".into())),
             ("sync/state.md", PathError::Reserved("sync/state.md".into())),
             ("notes/x.md", PathError::Reserved("notes/x.md".into())),
-            ("project/.cuedeck/sync/x.md", PathError::Reserved("project/.cuedeck/sync/x.md".into())),
-            ("docs/.git/x.md", PathError::Reserved("docs/.git/x.md".into())),
+            (
+                "project/.cuedeck/sync/x.md",
+                PathError::Reserved("project/.cuedeck/sync/x.md".into()),
+            ),
+            (
+                "docs/.git/x.md",
+                PathError::Reserved("docs/.git/x.md".into()),
+            ),
             (".cache/x.md", PathError::Reserved(".cache/x.md".into())),
             ("docs/x.png", PathError::NotMarkdown("docs/x.png".into())),
         ];
         for (raw, want) in cases {
             assert_eq!(SyncPath::parse(raw), Err(want), "{raw:?}");
         }
-        assert!(matches!(SyncPath::parse(&"a/".repeat(600)), Err(PathError::TooLong(_))));
+        assert!(matches!(
+            SyncPath::parse(&"a/".repeat(600)),
+            Err(PathError::TooLong(_))
+        ));
     }
 
     #[test]
     fn conflict_copy_keeps_extension() {
         let p = SyncPath::parse("docs/auth.md").unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(p.conflict_copy("1a2b3c").as_str(), "docs/auth.conflict-1a2b3c.md");
+        assert_eq!(
+            p.conflict_copy("1a2b3c").as_str(),
+            "docs/auth.conflict-1a2b3c.md"
+        );
     }
 }

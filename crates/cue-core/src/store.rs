@@ -80,12 +80,28 @@ pub struct Batch {
 #[derive(Debug)]
 pub enum BatchOp {
     /// Append changes to a document (bytes from `save_after`).
-    AppendChunk { doc: DocKey, bytes: Vec<u8>, heads: Vec<ChangeHash> },
+    AppendChunk {
+        doc: DocKey,
+        bytes: Vec<u8>,
+        heads: Vec<ChangeHash>,
+    },
     /// Replace a document's snapshot and drop its chunks (compaction).
-    ReplaceDoc { doc: DocKey, snapshot: Vec<u8>, heads: Vec<ChangeHash> },
-    PutLocalFile { id: FileId, file: LocalFile },
-    DeleteLocalFile { id: FileId },
-    PutMeta { key: String, value: Vec<u8> },
+    ReplaceDoc {
+        doc: DocKey,
+        snapshot: Vec<u8>,
+        heads: Vec<ChangeHash>,
+    },
+    PutLocalFile {
+        id: FileId,
+        file: LocalFile,
+    },
+    DeleteLocalFile {
+        id: FileId,
+    },
+    PutMeta {
+        key: String,
+        value: Vec<u8>,
+    },
     AddActivity(ActivityRow),
 }
 
@@ -132,7 +148,11 @@ impl Store for MemStore {
         Ok(self.docs.get(&doc).map(|(c, _)| c.clone()))
     }
     fn docs(&mut self) -> Result<BTreeMap<DocKey, DocInfo>, StoreError> {
-        Ok(self.docs.iter().map(|(k, (_, i))| (*k, i.clone())).collect())
+        Ok(self
+            .docs
+            .iter()
+            .map(|(k, (_, i))| (*k, i.clone()))
+            .collect())
     }
     fn local_files(&mut self) -> Result<BTreeMap<FileId, LocalFile>, StoreError> {
         Ok(self.files.clone())
@@ -141,7 +161,12 @@ impl Store for MemStore {
         Ok(self.meta.get(key).cloned())
     }
     fn activity(&mut self, since_s: i64) -> Result<Vec<ActivityRow>, StoreError> {
-        let mut rows: Vec<ActivityRow> = self.activity.values().filter(|r| r.time_s >= since_s).cloned().collect();
+        let mut rows: Vec<ActivityRow> = self
+            .activity
+            .values()
+            .filter(|r| r.time_s >= since_s)
+            .cloned()
+            .collect();
         rows.sort_by(|a, b| (a.time_s, a.change).cmp(&(b.time_s, b.change)));
         Ok(rows)
     }
@@ -154,8 +179,13 @@ impl Store for MemStore {
                     entry.1.chunks += 1;
                     entry.1.heads = heads;
                 }
-                BatchOp::ReplaceDoc { doc, snapshot, heads } => {
-                    self.docs.insert(doc, (vec![snapshot], DocInfo { heads, chunks: 0 }));
+                BatchOp::ReplaceDoc {
+                    doc,
+                    snapshot,
+                    heads,
+                } => {
+                    self.docs
+                        .insert(doc, (vec![snapshot], DocInfo { heads, chunks: 0 }));
                 }
                 BatchOp::PutLocalFile { id, file } => {
                     self.files.insert(id, file);

@@ -42,12 +42,23 @@ pub enum WorkspaceError {
     Bundle(#[from] BundleError),
     #[error("this folder's sync state has no workspace; run `cue init` or `cue clone`")]
     NotInitialised,
-    #[error("the bundle belongs to workspace {theirs}, this is workspace {ours}; nothing was imported")]
-    WrongWorkspace { ours: WorkspaceId, theirs: WorkspaceId },
+    #[error(
+        "the bundle belongs to workspace {theirs}, this is workspace {ours}; nothing was imported"
+    )]
+    WrongWorkspace {
+        ours: WorkspaceId,
+        theirs: WorkspaceId,
+    },
     #[error("the bundle has no index document; nothing was imported")]
     NoIndex,
-    #[error("refusing {source_name}: file {file} has an unsafe path: {reason}; nothing was imported")]
-    UnsafePath { source_name: String, file: FileId, reason: PathError },
+    #[error(
+        "refusing {source_name}: file {file} has an unsafe path: {reason}; nothing was imported"
+    )]
+    UnsafePath {
+        source_name: String,
+        file: FileId,
+        reason: PathError,
+    },
     #[error("no deleted file at {0}; `cue trash list` shows what can be restored")]
     NotInTrash(String),
     #[error("{0} is not tracked by the workspace")]
@@ -74,9 +85,19 @@ pub enum Recorded {
 pub enum DiskOp {
     /// Write `bytes` at `path`, but only if the file there still hashes to
     /// `expect` (`None`: only if there is no file): never clobber a user's edit.
-    Write { file: FileId, path: SyncPath, bytes: String, expect: Option<[u8; 32]>, heads: Vec<ChangeHash> },
+    Write {
+        file: FileId,
+        path: SyncPath,
+        bytes: String,
+        expect: Option<[u8; 32]>,
+        heads: Vec<ChangeHash>,
+    },
     /// Remove `path` if it still hashes to `expect`.
-    Remove { file: FileId, path: SyncPath, expect: [u8; 32] },
+    Remove {
+        file: FileId,
+        path: SyncPath,
+        expect: [u8; 32],
+    },
 }
 
 /// The writes that bring the disk up to date, and what could not be placed.
@@ -140,13 +161,22 @@ pub struct Workspace<S: Store> {
 
 impl<S: Store> Workspace<S> {
     /// Starts a brand-new workspace in an empty store.
-    pub fn create(mut store: S, name: &str, member: &str, now_ms: i64, rng: &mut impl rand::Rng) -> Result<Self, WorkspaceError> {
+    pub fn create(
+        mut store: S,
+        name: &str,
+        member: &str,
+        now_ms: i64,
+        rng: &mut impl rand::Rng,
+    ) -> Result<Self, WorkspaceError> {
         let actor = new_actor(rng);
         let id = WorkspaceId::random(rng);
         let author = Author { member, now_ms };
         let index = IndexDoc::create(actor.clone(), id, name, &author)?;
         let mut batch = Batch::default();
-        batch.push(BatchOp::PutMeta { key: "actor".into(), value: actor.to_bytes().to_vec() });
+        batch.push(BatchOp::PutMeta {
+            key: "actor".into(),
+            value: actor.to_bytes().to_vec(),
+        });
         store.commit(batch)?;
         let mut ws = Self::assemble(store, actor, member, index)?;
         let mut batch = Batch::default();
@@ -161,17 +191,28 @@ impl<S: Store> Workspace<S> {
             Some(bytes) => ActorId::from(bytes),
             None => return Err(WorkspaceError::NotInitialised),
         };
-        let chunks = store.load_doc(DocKey::Index)?.ok_or(WorkspaceError::NotInitialised)?;
+        let chunks = store
+            .load_doc(DocKey::Index)?
+            .ok_or(WorkspaceError::NotInitialised)?;
         let index = IndexDoc::load(&chunks, actor.clone())?;
         Self::assemble(store, actor, member, index)
     }
 
     /// Makes a new peer of an existing workspace from a bundle.
-    pub fn clone_from_bundle(mut store: S, bundle: &[u8], member: &str, now_ms: i64, rng: &mut impl rand::Rng) -> Result<Self, WorkspaceError> {
+    pub fn clone_from_bundle(
+        mut store: S,
+        bundle: &[u8],
+        member: &str,
+        now_ms: i64,
+        rng: &mut impl rand::Rng,
+    ) -> Result<Self, WorkspaceError> {
         let bundle = Bundle::decode(bundle)?;
         let actor = new_actor(rng);
         let mut batch = Batch::default();
-        batch.push(BatchOp::PutMeta { key: "actor".into(), value: actor.to_bytes().to_vec() });
+        batch.push(BatchOp::PutMeta {
+            key: "actor".into(),
+            value: actor.to_bytes().to_vec(),
+        });
         store.commit(batch)?;
         let index = IndexDoc::empty(actor.clone());
         let mut ws = Workspace {
@@ -188,7 +229,12 @@ impl<S: Store> Workspace<S> {
         Ok(ws)
     }
 
-    fn assemble(mut store: S, actor: ActorId, member: &str, index: IndexDoc) -> Result<Self, WorkspaceError> {
+    fn assemble(
+        mut store: S,
+        actor: ActorId,
+        member: &str,
+        index: IndexDoc,
+    ) -> Result<Self, WorkspaceError> {
         let docs = store.docs()?;
         let local = store.local_files()?;
         Ok(Workspace {
@@ -230,7 +276,10 @@ impl<S: Store> Workspace<S> {
 
     /// The tracked file at `path`, as last seen on disk.
     pub fn local_by_path(&self, path: &str) -> Option<(FileId, &LocalFile)> {
-        self.local.iter().find(|(_, f)| f.path == path).map(|(id, f)| (*id, f))
+        self.local
+            .iter()
+            .find(|(_, f)| f.path == path)
+            .map(|(id, f)| (*id, f))
     }
 
     /// Every file in the index, live or deleted.
@@ -244,14 +293,19 @@ impl<S: Store> Workspace<S> {
     }
 
     fn author(&self, now_ms: i64) -> Author<'_> {
-        Author { member: &self.member, now_ms }
+        Author {
+            member: &self.member,
+            now_ms,
+        }
     }
 
     // ---- documents, cache and persistence -------------------------------------------
 
     fn doc(&mut self, id: FileId) -> Result<Option<&mut FileDoc>, WorkspaceError> {
         if !self.cache.contains_key(&id) {
-            let Some(chunks) = self.store.load_doc(DocKey::File(id))? else { return Ok(None) };
+            let Some(chunks) = self.store.load_doc(DocKey::File(id))? else {
+                return Ok(None);
+            };
             let doc = FileDoc::load(&chunks, self.actor.clone())?;
             if self.cache.len() >= CACHE_DOCS {
                 if let Some(victim) = self.cache.keys().next().copied() {
@@ -263,10 +317,17 @@ impl<S: Store> Workspace<S> {
         Ok(self.cache.get_mut(&id))
     }
 
-    fn persist_file(&mut self, id: FileId, batch: &mut Batch, path: &str) -> Result<(), WorkspaceError> {
+    fn persist_file(
+        &mut self,
+        id: FileId,
+        batch: &mut Batch,
+        path: &str,
+    ) -> Result<(), WorkspaceError> {
         let key = DocKey::File(id);
         let info = self.docs.get(&key).cloned().unwrap_or_default();
-        let Some(doc) = self.cache.get_mut(&id) else { return Ok(()) };
+        let Some(doc) = self.cache.get_mut(&id) else {
+            return Ok(());
+        };
         let heads = doc.heads();
         if heads == info.heads {
             return Ok(());
@@ -282,24 +343,39 @@ impl<S: Store> Workspace<S> {
             }));
         }
         let chunks = if info.heads.is_empty() || info.chunks >= COMPACT_AFTER {
-            batch.push(BatchOp::ReplaceDoc { doc: key, snapshot: doc.save(), heads: heads.clone() });
+            batch.push(BatchOp::ReplaceDoc {
+                doc: key,
+                snapshot: doc.save(),
+                heads: heads.clone(),
+            });
             0
         } else {
-            batch.push(BatchOp::AppendChunk { doc: key, bytes: doc.save_after(&info.heads), heads: heads.clone() });
+            batch.push(BatchOp::AppendChunk {
+                doc: key,
+                bytes: doc.save_after(&info.heads),
+                heads: heads.clone(),
+            });
             info.chunks + 1
         };
         self.docs.insert(key, DocInfo { heads, chunks });
         Ok(())
     }
 
-    fn persist_index(&mut self, batch: &mut Batch, file_paths: Option<&BTreeMap<FileId, String>>) -> Result<(), WorkspaceError> {
+    fn persist_index(
+        &mut self,
+        batch: &mut Batch,
+        file_paths: Option<&BTreeMap<FileId, String>>,
+    ) -> Result<(), WorkspaceError> {
         let info = self.docs.get(&DocKey::Index).cloned().unwrap_or_default();
         let heads = self.index.heads();
         if heads == info.heads {
             return Ok(());
         }
         for c in self.index.changes_since(&info.heads) {
-            let (verb, rest) = c.message.split_once(' ').unwrap_or((c.message.as_str(), ""));
+            let (verb, rest) = c
+                .message
+                .split_once(' ')
+                .unwrap_or((c.message.as_str(), ""));
             let path = match verb {
                 "create" | "delete" | "restore" => rest.to_string(),
                 "rename" => rest.split(" -> ").nth(1).unwrap_or(rest).to_string(),
@@ -316,10 +392,18 @@ impl<S: Store> Workspace<S> {
             }));
         }
         let chunks = if info.heads.is_empty() || info.chunks >= COMPACT_AFTER {
-            batch.push(BatchOp::ReplaceDoc { doc: DocKey::Index, snapshot: self.index.save(), heads: heads.clone() });
+            batch.push(BatchOp::ReplaceDoc {
+                doc: DocKey::Index,
+                snapshot: self.index.save(),
+                heads: heads.clone(),
+            });
             0
         } else {
-            batch.push(BatchOp::AppendChunk { doc: DocKey::Index, bytes: self.index.save_after(&info.heads), heads: heads.clone() });
+            batch.push(BatchOp::AppendChunk {
+                doc: DocKey::Index,
+                bytes: self.index.save_after(&info.heads),
+                heads: heads.clone(),
+            });
             info.chunks + 1
         };
         self.docs.insert(DocKey::Index, DocInfo { heads, chunks });
@@ -330,15 +414,31 @@ impl<S: Store> Workspace<S> {
 
     /// Records that the user's file at `path` now holds `text`: a new file, an
     /// edit of a tracked one, or (same hash) nothing at all.
-    pub fn record_write(&mut self, path: &SyncPath, text: &str, stat: Stat, now_ms: i64, rng: &mut impl rand::Rng) -> Result<Recorded, WorkspaceError> {
+    pub fn record_write(
+        &mut self,
+        path: &SyncPath,
+        text: &str,
+        stat: Stat,
+        now_ms: i64,
+        rng: &mut impl rand::Rng,
+    ) -> Result<Recorded, WorkspaceError> {
         let hash = content_hash(text.as_bytes());
         let mut batch = Batch::default();
-        let tracked = self.local_by_path(path.as_str()).map(|(id, f)| (id, f.clone()));
+        let tracked = self
+            .local_by_path(path.as_str())
+            .map(|(id, f)| (id, f.clone()));
         let (id, base_heads) = match tracked {
             Some((id, lf)) if lf.hash == hash => {
                 if lf.size != stat.size || lf.mtime_ns != stat.mtime_ns {
-                    let file = LocalFile { size: stat.size, mtime_ns: stat.mtime_ns, ..lf };
-                    batch.push(BatchOp::PutLocalFile { id, file: file.clone() });
+                    let file = LocalFile {
+                        size: stat.size,
+                        mtime_ns: stat.mtime_ns,
+                        ..lf
+                    };
+                    batch.push(BatchOp::PutLocalFile {
+                        id,
+                        file: file.clone(),
+                    });
                     self.store.commit(batch)?;
                     self.local.insert(id, file);
                 }
@@ -351,7 +451,10 @@ impl<S: Store> Workspace<S> {
             },
         };
         let member = self.member.clone();
-        let author = Author { member: &member, now_ms };
+        let author = Author {
+            member: &member,
+            now_ms,
+        };
         let Some(doc) = self.doc(id)? else {
             return self.create_file(path, text, hash, stat, now_ms, rng);
         };
@@ -360,8 +463,17 @@ impl<S: Store> Workspace<S> {
         // change. Either way it is not a new edit (recording it would duplicate
         // the text that was merged in).
         if doc.is_ready() && content_hash(doc.render()?.as_bytes()) == hash {
-            let file = LocalFile { path: path.to_string(), hash, size: stat.size, mtime_ns: stat.mtime_ns, heads: doc.heads() };
-            batch.push(BatchOp::PutLocalFile { id, file: file.clone() });
+            let file = LocalFile {
+                path: path.to_string(),
+                hash,
+                size: stat.size,
+                mtime_ns: stat.mtime_ns,
+                heads: doc.heads(),
+            };
+            batch.push(BatchOp::PutLocalFile {
+                id,
+                file: file.clone(),
+            });
             self.store.commit(batch)?;
             self.local.insert(id, file);
             return Ok(Recorded::Unchanged);
@@ -383,8 +495,17 @@ impl<S: Store> Workspace<S> {
         if self.index.ensure_registered(&author)? {
             self.persist_index(&mut batch, None)?;
         }
-        let file = LocalFile { path: path.to_string(), hash, size: stat.size, mtime_ns: stat.mtime_ns, heads: disk_heads };
-        batch.push(BatchOp::PutLocalFile { id, file: file.clone() });
+        let file = LocalFile {
+            path: path.to_string(),
+            hash,
+            size: stat.size,
+            mtime_ns: stat.mtime_ns,
+            heads: disk_heads,
+        };
+        batch.push(BatchOp::PutLocalFile {
+            id,
+            file: file.clone(),
+        });
         self.store.commit(batch)?;
         self.local.insert(id, file);
         Ok(Recorded::Edited(id))
@@ -394,23 +515,52 @@ impl<S: Store> Workspace<S> {
     /// interrupted clone, say): a file found there is that file, not a new one.
     /// Only when the bytes are exactly what we would write: anything else is
     /// the user's own file, kept side by side by the same-path rule.
-    fn adoptable(&mut self, path: &SyncPath, hash: [u8; 32]) -> Result<Option<FileId>, WorkspaceError> {
+    fn adoptable(
+        &mut self,
+        path: &SyncPath,
+        hash: [u8; 32],
+    ) -> Result<Option<FileId>, WorkspaceError> {
         // Cheap test first: every stored file document is on disk, nothing to adopt.
-        if self.docs.keys().filter(|k| matches!(k, DocKey::File(_))).count() <= self.local.len() {
+        if self
+            .docs
+            .keys()
+            .filter(|k| matches!(k, DocKey::File(_)))
+            .count()
+            <= self.local.len()
+        {
             return Ok(None);
         }
         let layout = self.layout()?.0;
-        let Some(id) = layout.get(path).copied().filter(|id| !self.local.contains_key(id)) else { return Ok(None) };
+        let Some(id) = layout
+            .get(path)
+            .copied()
+            .filter(|id| !self.local.contains_key(id))
+        else {
+            return Ok(None);
+        };
         match self.doc(id)? {
-            Some(doc) if doc.is_ready() && content_hash(doc.render()?.as_bytes()) == hash => Ok(Some(id)),
+            Some(doc) if doc.is_ready() && content_hash(doc.render()?.as_bytes()) == hash => {
+                Ok(Some(id))
+            }
             _ => Ok(None),
         }
     }
 
-    fn create_file(&mut self, path: &SyncPath, text: &str, hash: [u8; 32], stat: Stat, now_ms: i64, rng: &mut impl rand::Rng) -> Result<Recorded, WorkspaceError> {
+    fn create_file(
+        &mut self,
+        path: &SyncPath,
+        text: &str,
+        hash: [u8; 32],
+        stat: Stat,
+        now_ms: i64,
+        rng: &mut impl rand::Rng,
+    ) -> Result<Recorded, WorkspaceError> {
         let id = FileId::random(rng);
         let member = self.member.clone();
-        let author = Author { member: &member, now_ms };
+        let author = Author {
+            member: &member,
+            now_ms,
+        };
         let mut doc = FileDoc::create(self.actor.clone(), id, text, &author)?;
         let heads = doc.heads();
         self.cache.insert(id, doc);
@@ -418,8 +568,17 @@ impl<S: Store> Workspace<S> {
         let mut batch = Batch::default();
         self.persist_file(id, &mut batch, path.as_str())?;
         self.persist_index(&mut batch, None)?;
-        let file = LocalFile { path: path.to_string(), hash, size: stat.size, mtime_ns: stat.mtime_ns, heads };
-        batch.push(BatchOp::PutLocalFile { id, file: file.clone() });
+        let file = LocalFile {
+            path: path.to_string(),
+            hash,
+            size: stat.size,
+            mtime_ns: stat.mtime_ns,
+            heads,
+        };
+        batch.push(BatchOp::PutLocalFile {
+            id,
+            file: file.clone(),
+        });
         self.store.commit(batch)?;
         self.local.insert(id, file);
         Ok(Recorded::Created(id))
@@ -432,7 +591,14 @@ impl<S: Store> Workspace<S> {
             .map(|(id, f)| (id, f.clone()))
             .ok_or_else(|| WorkspaceError::NotTracked(path.to_string()))?;
         let author = self.author(now_ms).member.to_string();
-        self.index.delete(id, &lf.heads, &Author { member: &author, now_ms })?;
+        self.index.delete(
+            id,
+            &lf.heads,
+            &Author {
+                member: &author,
+                now_ms,
+            },
+        )?;
         let mut batch = Batch::default();
         self.persist_index(&mut batch, None)?;
         batch.push(BatchOp::DeleteLocalFile { id });
@@ -442,17 +608,35 @@ impl<S: Store> Workspace<S> {
     }
 
     /// Records that the user moved a file; its document and history move with it.
-    pub fn record_rename(&mut self, from: &str, to: &SyncPath, now_ms: i64) -> Result<FileId, WorkspaceError> {
+    pub fn record_rename(
+        &mut self,
+        from: &str,
+        to: &SyncPath,
+        now_ms: i64,
+    ) -> Result<FileId, WorkspaceError> {
         let (id, lf) = self
             .local_by_path(from)
             .map(|(id, f)| (id, f.clone()))
             .ok_or_else(|| WorkspaceError::NotTracked(from.to_string()))?;
         let member = self.member.clone();
-        self.index.rename(id, to.as_str(), &Author { member: &member, now_ms })?;
+        self.index.rename(
+            id,
+            to.as_str(),
+            &Author {
+                member: &member,
+                now_ms,
+            },
+        )?;
         let mut batch = Batch::default();
         self.persist_index(&mut batch, None)?;
-        let file = LocalFile { path: to.to_string(), ..lf };
-        batch.push(BatchOp::PutLocalFile { id, file: file.clone() });
+        let file = LocalFile {
+            path: to.to_string(),
+            ..lf
+        };
+        batch.push(BatchOp::PutLocalFile {
+            id,
+            file: file.clone(),
+        });
         self.store.commit(batch)?;
         self.local.insert(id, file);
         Ok(id)
@@ -471,7 +655,10 @@ impl<S: Store> Workspace<S> {
                 continue;
             }
             match SyncPath::parse(&entry.path) {
-                Ok(p) => by_path.entry(p).or_default().push((entry.created_at_ms, entry.id)),
+                Ok(p) => by_path
+                    .entry(p)
+                    .or_default()
+                    .push((entry.created_at_ms, entry.id)),
                 Err(e) => problems.push(format!("not writing file {}: {e}", entry.id)),
             }
         }
@@ -485,7 +672,11 @@ impl<S: Store> Workspace<S> {
                 } else {
                     let hex = id.to_hex();
                     let short = path.conflict_copy(&hex[..6]);
-                    if taken.contains(&short) { path.conflict_copy(&hex) } else { short }
+                    if taken.contains(&short) {
+                        path.conflict_copy(&hex)
+                    } else {
+                        short
+                    }
                 };
                 out.insert(place, id);
             }
@@ -497,7 +688,9 @@ impl<S: Store> Workspace<S> {
     /// its document has edits the deleting peer had not seen (delete vs edit:
     /// the edit wins, and the delete can be repeated).
     fn is_live(&mut self, entry: &FileEntry) -> Result<bool, WorkspaceError> {
-        let Some(tomb) = &entry.deleted else { return Ok(true) };
+        let Some(tomb) = &entry.deleted else {
+            return Ok(true);
+        };
         match self.docs.get(&DocKey::File(entry.id)) {
             None => Ok(false),
             Some(info) if info.heads == tomb.heads => Ok(false),
@@ -511,29 +704,47 @@ impl<S: Store> Workspace<S> {
     /// What must be written or removed so the disk shows the documents.
     pub fn plan(&mut self) -> Result<Plan, WorkspaceError> {
         let (layout, problems) = self.layout()?;
-        let mut plan = Plan { ops: Vec::new(), problems };
+        let mut plan = Plan {
+            ops: Vec::new(),
+            problems,
+        };
         let placed: HashMap<FileId, &SyncPath> = layout.iter().map(|(p, id)| (*id, p)).collect();
-        let on_disk: HashMap<&str, FileId> = self.local.iter().map(|(id, f)| (f.path.as_str(), *id)).collect();
+        let on_disk: HashMap<&str, FileId> = self
+            .local
+            .iter()
+            .map(|(id, f)| (f.path.as_str(), *id))
+            .collect();
         for (id, lf) in &self.local {
             if placed.get(id).map(|p| p.as_str()) == Some(lf.path.as_str()) {
                 continue;
             }
-            let Ok(path) = SyncPath::parse(&lf.path) else { continue };
+            let Ok(path) = SyncPath::parse(&lf.path) else {
+                continue;
+            };
             if layout.contains_key(&path) {
                 continue; // another file takes this name; its write replaces it
             }
-            plan.ops.push(DiskOp::Remove { file: *id, path, expect: lf.hash });
+            plan.ops.push(DiskOp::Remove {
+                file: *id,
+                path,
+                expect: lf.hash,
+            });
         }
         let mut writes = Vec::new();
         let mut synced = Vec::new();
         for (path, id) in &layout {
-            let Some(info) = self.docs.get(&DocKey::File(*id)) else { continue };
+            let Some(info) = self.docs.get(&DocKey::File(*id)) else {
+                continue;
+            };
             let here = self.local.get(id).filter(|lf| lf.path == path.as_str());
             if here.is_some_and(|lf| lf.heads == info.heads) {
                 continue;
             }
             let heads = info.heads.clone();
-            let expect = on_disk.get(path.as_str()).and_then(|occupant| self.local.get(occupant)).map(|f| f.hash);
+            let expect = on_disk
+                .get(path.as_str())
+                .and_then(|occupant| self.local.get(occupant))
+                .map(|f| f.hash);
             writes.push((*id, path.clone(), heads, expect, here.map(|lf| lf.hash)));
         }
         for (id, path, heads, expect, here_hash) in writes {
@@ -546,14 +757,23 @@ impl<S: Store> Workspace<S> {
                 synced.push((id, heads));
                 continue;
             }
-            plan.ops.push(DiskOp::Write { file: id, path, bytes, expect, heads });
+            plan.ops.push(DiskOp::Write {
+                file: id,
+                path,
+                bytes,
+                expect,
+                heads,
+            });
         }
         if !synced.is_empty() {
             let mut batch = Batch::default();
             for (id, heads) in synced {
                 if let Some(lf) = self.local.get_mut(&id) {
                     lf.heads = heads;
-                    batch.push(BatchOp::PutLocalFile { id, file: lf.clone() });
+                    batch.push(BatchOp::PutLocalFile {
+                        id,
+                        file: lf.clone(),
+                    });
                 }
             }
             self.store.commit(batch)?;
@@ -565,8 +785,19 @@ impl<S: Store> Workspace<S> {
     pub fn applied(&mut self, op: &DiskOp, stat: Stat) -> Result<(), WorkspaceError> {
         let mut batch = Batch::default();
         match op {
-            DiskOp::Write { file, path, bytes, heads, .. } => {
-                let others: Vec<FileId> = self.local.iter().filter(|(id, f)| *id != file && f.path == path.as_str()).map(|(id, _)| *id).collect();
+            DiskOp::Write {
+                file,
+                path,
+                bytes,
+                heads,
+                ..
+            } => {
+                let others: Vec<FileId> = self
+                    .local
+                    .iter()
+                    .filter(|(id, f)| *id != file && f.path == path.as_str())
+                    .map(|(id, _)| *id)
+                    .collect();
                 for other in others {
                     batch.push(BatchOp::DeleteLocalFile { id: other });
                     self.local.remove(&other);
@@ -578,11 +809,18 @@ impl<S: Store> Workspace<S> {
                     mtime_ns: stat.mtime_ns,
                     heads: heads.clone(),
                 };
-                batch.push(BatchOp::PutLocalFile { id: *file, file: lf.clone() });
+                batch.push(BatchOp::PutLocalFile {
+                    id: *file,
+                    file: lf.clone(),
+                });
                 self.local.insert(*file, lf);
             }
             DiskOp::Remove { file, path, .. } => {
-                if self.local.get(file).is_some_and(|f| f.path == path.as_str()) {
+                if self
+                    .local
+                    .get(file)
+                    .is_some_and(|f| f.path == path.as_str())
+                {
                     batch.push(BatchOp::DeleteLocalFile { id: *file });
                     self.local.remove(file);
                 }
@@ -610,7 +848,11 @@ impl<S: Store> Workspace<S> {
                 expires_at_ms: t.at_ms + self.tombstone_ms,
             });
         }
-        out.sort_by(|a, b| b.deleted_at_ms.cmp(&a.deleted_at_ms).then(a.file.cmp(&b.file)));
+        out.sort_by(|a, b| {
+            b.deleted_at_ms
+                .cmp(&a.deleted_at_ms)
+                .then(a.file.cmp(&b.file))
+        });
         Ok(out)
     }
 
@@ -622,23 +864,35 @@ impl<S: Store> Workspace<S> {
             .into_iter()
             .find(|t| t.path == path || t.file.to_hex().starts_with(path))
             .ok_or_else(|| WorkspaceError::NotInTrash(path.to_string()))?;
-        let original = SyncPath::parse(&entry.path).map_err(|reason| WorkspaceError::UnsafePath {
-            source_name: "the trash".into(),
-            file: entry.file,
-            reason,
-        })?;
+        let original =
+            SyncPath::parse(&entry.path).map_err(|reason| WorkspaceError::UnsafePath {
+                source_name: "the trash".into(),
+                file: entry.file,
+                reason,
+            })?;
         let occupied = self.layout()?.0.contains_key(&original);
         let target = if occupied {
             let stem = original.as_str().trim_end_matches(".md");
-            SyncPath::parse(&format!("{stem}.restored-{}.md", &entry.file.to_hex()[..6])).map_err(|reason| {
-                WorkspaceError::UnsafePath { source_name: "the trash".into(), file: entry.file, reason }
-            })?
+            SyncPath::parse(&format!("{stem}.restored-{}.md", &entry.file.to_hex()[..6])).map_err(
+                |reason| WorkspaceError::UnsafePath {
+                    source_name: "the trash".into(),
+                    file: entry.file,
+                    reason,
+                },
+            )?
         } else {
             original.clone()
         };
         let member = self.member.clone();
         let new_path = (target != original).then_some(target.as_str());
-        self.index.restore(entry.file, new_path, &Author { member: &member, now_ms })?;
+        self.index.restore(
+            entry.file,
+            new_path,
+            &Author {
+                member: &member,
+                now_ms,
+            },
+        )?;
         let mut batch = Batch::default();
         self.persist_index(&mut batch, None)?;
         self.store.commit(batch)?;
@@ -651,13 +905,20 @@ impl<S: Store> Workspace<S> {
     pub fn export_bundle(&mut self) -> Result<Vec<u8>, WorkspaceError> {
         let meta = self.index.meta()?;
         let mut docs = vec![(DocKey::Index, self.index.save())];
-        let keys: Vec<DocKey> = self.docs.keys().copied().filter(|k| *k != DocKey::Index).collect();
+        let keys: Vec<DocKey> = self
+            .docs
+            .keys()
+            .copied()
+            .filter(|k| *k != DocKey::Index)
+            .collect();
         for key in keys {
             let DocKey::File(id) = key else { continue };
             let bytes = match self.cache.get_mut(&id) {
                 Some(doc) => doc.save(),
                 None => {
-                    let Some(chunks) = self.store.load_doc(key)? else { continue };
+                    let Some(chunks) = self.store.load_doc(key)? else {
+                        continue;
+                    };
                     if chunks.len() == 1 {
                         chunks.into_iter().next().unwrap_or_default()
                     } else {
@@ -667,40 +928,78 @@ impl<S: Store> Workspace<S> {
             };
             docs.push((key, bytes));
         }
-        Ok(Bundle { workspace: meta.workspace_id, docs }.encode())
+        Ok(Bundle {
+            workspace: meta.workspace_id,
+            docs,
+        }
+        .encode())
     }
 
     /// Merges a bundle from another peer of this workspace. Every path in it is
     /// checked before anything is merged; a bad one refuses the whole bundle.
-    pub fn import_bundle(&mut self, bytes: &[u8], source_name: &str, now_ms: i64) -> Result<ImportReport, WorkspaceError> {
+    pub fn import_bundle(
+        &mut self,
+        bytes: &[u8],
+        source_name: &str,
+        now_ms: i64,
+    ) -> Result<ImportReport, WorkspaceError> {
         let bundle = Bundle::decode(bytes)?;
         let ours = self.index.meta()?.workspace_id;
         self.merge_bundle(bundle, source_name, Some(ours), now_ms)
     }
 
-    fn merge_bundle(&mut self, bundle: Bundle, source_name: &str, expect: Option<WorkspaceId>, _now_ms: i64) -> Result<ImportReport, WorkspaceError> {
+    fn merge_bundle(
+        &mut self,
+        bundle: Bundle,
+        source_name: &str,
+        expect: Option<WorkspaceId>,
+        _now_ms: i64,
+    ) -> Result<ImportReport, WorkspaceError> {
         if let Some(ours) = expect {
             if bundle.workspace != ours {
-                return Err(WorkspaceError::WrongWorkspace { ours, theirs: bundle.workspace });
+                return Err(WorkspaceError::WrongWorkspace {
+                    ours,
+                    theirs: bundle.workspace,
+                });
             }
         }
-        let index_bytes = bundle.docs.iter().find(|(k, _)| *k == DocKey::Index).map(|(_, b)| b).ok_or(WorkspaceError::NoIndex)?;
+        let index_bytes = bundle
+            .docs
+            .iter()
+            .find(|(k, _)| *k == DocKey::Index)
+            .map(|(_, b)| b)
+            .ok_or(WorkspaceError::NoIndex)?;
         let preview = self.index.preview(index_bytes)?;
         let theirs = preview.meta()?.workspace_id;
         if theirs != bundle.workspace {
-            return Err(WorkspaceError::WrongWorkspace { ours: bundle.workspace, theirs });
+            return Err(WorkspaceError::WrongWorkspace {
+                ours: bundle.workspace,
+                theirs,
+            });
         }
         for entry in preview.files()? {
             if let Err(reason) = SyncPath::parse(&entry.path) {
-                return Err(WorkspaceError::UnsafePath { source_name: source_name.to_string(), file: entry.id, reason });
+                return Err(WorkspaceError::UnsafePath {
+                    source_name: source_name.to_string(),
+                    file: entry.id,
+                    reason,
+                });
             }
         }
-        let paths: BTreeMap<FileId, String> = preview.files()?.into_iter().map(|e| (e.id, e.path)).collect();
+        let paths: BTreeMap<FileId, String> = preview
+            .files()?
+            .into_iter()
+            .map(|e| (e.id, e.path))
+            .collect();
         let mut report = ImportReport::default();
         let mut batch = Batch::default();
         for (key, bytes) in &bundle.docs {
             let DocKey::File(id) = key else { continue };
-            let before = self.docs.get(key).map(|i| i.heads.clone()).unwrap_or_default();
+            let before = self
+                .docs
+                .get(key)
+                .map(|i| i.heads.clone())
+                .unwrap_or_default();
             if self.doc(*id)?.is_none() {
                 self.cache.insert(*id, FileDoc::empty(self.actor.clone()));
             }
@@ -752,12 +1051,20 @@ impl<S: Store> Workspace<S> {
     /// The activity log since `since_s` (Unix seconds), oldest first.
     pub fn activity(&mut self, since_s: i64) -> Result<Vec<Activity>, WorkspaceError> {
         let rows = self.store.activity(since_s)?;
-        let paths: BTreeMap<FileId, String> = self.index.files()?.into_iter().map(|e| (e.id, e.path)).collect();
+        let paths: BTreeMap<FileId, String> = self
+            .index
+            .files()?
+            .into_iter()
+            .map(|e| (e.id, e.path))
+            .collect();
         Ok(rows
             .into_iter()
             .map(|r| Activity {
                 time_s: r.time_s,
-                member: self.index.member_of(&r.actor).unwrap_or_else(|| format!("peer {}", &r.actor[..r.actor.len().min(8)])),
+                member: self
+                    .index
+                    .member_of(&r.actor)
+                    .unwrap_or_else(|| format!("peer {}", &r.actor[..r.actor.len().min(8)])),
                 path: match r.file {
                     Some(id) => paths.get(&id).cloned().unwrap_or(r.path),
                     None => r.path,
@@ -769,7 +1076,12 @@ impl<S: Store> Workspace<S> {
 
     /// Documents the index names that this peer has not received yet.
     pub fn missing_docs(&self) -> Result<usize, WorkspaceError> {
-        Ok(self.index.files()?.iter().filter(|e| !self.docs.contains_key(&DocKey::File(e.id))).count())
+        Ok(self
+            .index
+            .files()?
+            .iter()
+            .filter(|e| !self.docs.contains_key(&DocKey::File(e.id)))
+            .count())
     }
 }
 

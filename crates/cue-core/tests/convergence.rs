@@ -34,7 +34,10 @@ struct World {
 }
 
 fn stat(text: &str) -> Stat {
-    Stat { size: text.len() as u64, mtime_ns: 0 }
+    Stat {
+        size: text.len() as u64,
+        mtime_ns: 0,
+    }
 }
 
 fn p(s: &str) -> SyncPath {
@@ -49,15 +52,27 @@ impl Replica {
         assert!(plan.problems.is_empty(), "{:?}", plan.problems);
         for op in &plan.ops {
             match op {
-                DiskOp::Write { path, bytes, expect, .. } => {
-                    let current = self.disk.get(path.as_str()).map(|t| cue_core::workspace::content_hash(t.as_bytes()));
+                DiskOp::Write {
+                    path,
+                    bytes,
+                    expect,
+                    ..
+                } => {
+                    let current = self
+                        .disk
+                        .get(path.as_str())
+                        .map(|t| cue_core::workspace::content_hash(t.as_bytes()));
                     assert_eq!(current, *expect, "disk diverged from local state at {path}");
                     self.disk.insert(path.to_string(), bytes.clone());
-                    self.ws.applied(op, stat(bytes)).unwrap_or_else(|e| panic!("{e}"));
+                    self.ws
+                        .applied(op, stat(bytes))
+                        .unwrap_or_else(|e| panic!("{e}"));
                 }
                 DiskOp::Remove { path, .. } => {
                     self.disk.remove(path.as_str());
-                    self.ws.applied(op, Stat::default()).unwrap_or_else(|e| panic!("{e}"));
+                    self.ws
+                        .applied(op, Stat::default())
+                        .unwrap_or_else(|e| panic!("{e}"));
                 }
             }
         }
@@ -67,15 +82,39 @@ impl Replica {
 impl World {
     fn new(seed: u64, n: usize) -> World {
         let mut rng = StdRng::seed_from_u64(seed);
-        let first = Workspace::create(MemStore::default(), "team", "member0", 1_000, &mut rng).unwrap_or_else(|e| panic!("{e}"));
-        let mut replicas = vec![Replica { ws: first, disk: BTreeMap::new() }];
-        let bundle = replicas[0].ws.export_bundle().unwrap_or_else(|e| panic!("{e}"));
+        let first = Workspace::create(MemStore::default(), "team", "member0", 1_000, &mut rng)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut replicas = vec![Replica {
+            ws: first,
+            disk: BTreeMap::new(),
+        }];
+        let bundle = replicas[0]
+            .ws
+            .export_bundle()
+            .unwrap_or_else(|e| panic!("{e}"));
         for i in 1..n {
-            let ws = Workspace::clone_from_bundle(MemStore::default(), &bundle, &format!("member{i}"), 1_000, &mut rng)
-                .unwrap_or_else(|e| panic!("{e}"));
-            replicas.push(Replica { ws, disk: BTreeMap::new() });
+            let ws = Workspace::clone_from_bundle(
+                MemStore::default(),
+                &bundle,
+                &format!("member{i}"),
+                1_000,
+                &mut rng,
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+            replicas.push(Replica {
+                ws,
+                disk: BTreeMap::new(),
+            });
         }
-        World { rng, replicas, now: 2_000, next_marker: 0, markers: BTreeSet::new(), tags_added: BTreeSet::new(), tags_removed: BTreeSet::new() }
+        World {
+            rng,
+            replicas,
+            now: 2_000,
+            next_marker: 0,
+            markers: BTreeSet::new(),
+            tags_added: BTreeSet::new(),
+            tags_removed: BTreeSet::new(),
+        }
     }
 
     fn marker(&mut self, r: usize) -> String {
@@ -88,14 +127,18 @@ impl World {
     fn write(&mut self, r: usize, path: &str, text: String) {
         let rep = &mut self.replicas[r];
         rep.disk.insert(path.to_string(), text.clone());
-        rep.ws.record_write(&p(path), &text, stat(&text), self.now, &mut self.rng).unwrap_or_else(|e| panic!("record: {e}"));
+        rep.ws
+            .record_write(&p(path), &text, stat(&text), self.now, &mut self.rng)
+            .unwrap_or_else(|e| panic!("record: {e}"));
     }
 
     fn step(&mut self) {
         self.now += self.rng.random_range(1..5_000);
         let r = self.rng.random_range(0..self.replicas.len());
         let files: Vec<String> = self.replicas[r].disk.keys().cloned().collect();
-        let pick = |rng: &mut StdRng| -> Option<String> { (!files.is_empty()).then(|| files[rng.random_range(0..files.len())].clone()) };
+        let pick = |rng: &mut StdRng| -> Option<String> {
+            (!files.is_empty()).then(|| files[rng.random_range(0..files.len())].clone())
+        };
         match self.rng.random_range(0..100) {
             0..=14 => {
                 let path = PATHS[self.rng.random_range(0..PATHS.len())];
@@ -108,27 +151,43 @@ impl World {
                 self.write(r, path, format!("---\ntitle: {path}\npriority: low\ntags: [{tag}]\n---\n# {path}\nfiller one\n{m}\nfiller two\n"));
             }
             15..=49 => {
-                let Some(path) = pick(&mut self.rng) else { return };
+                let Some(path) = pick(&mut self.rng) else {
+                    return;
+                };
                 let text = self.replicas[r].disk[&path].clone();
                 let body = frontmatter::split(&text).body_start;
-                let lines: Vec<usize> = std::iter::once(body).chain(text[body..].match_indices('\n').map(|(i, _)| body + i + 1)).filter(|i| *i <= text.len()).collect();
+                let lines: Vec<usize> = std::iter::once(body)
+                    .chain(text[body..].match_indices('\n').map(|(i, _)| body + i + 1))
+                    .filter(|i| *i <= text.len())
+                    .collect();
                 let at = lines[self.rng.random_range(0..lines.len())];
                 let m = self.marker(r);
                 let new = format!("{}{m}\n{}", &text[..at], &text[at..]);
                 self.write(r, &path, new);
             }
             50..=57 => {
-                let Some(path) = pick(&mut self.rng) else { return };
+                let Some(path) = pick(&mut self.rng) else {
+                    return;
+                };
                 let text = self.replicas[r].disk[&path].clone();
-                let Some(pos) = text.find("filler") else { return };
-                let end = text[pos..].find('\n').map(|i| pos + i + 1).unwrap_or(text.len());
+                let Some(pos) = text.find("filler") else {
+                    return;
+                };
+                let end = text[pos..]
+                    .find('\n')
+                    .map(|i| pos + i + 1)
+                    .unwrap_or(text.len());
                 let new = format!("{}{}", &text[..pos], &text[end..]);
                 self.write(r, &path, new);
             }
             58..=67 => {
-                let Some(path) = pick(&mut self.rng) else { return };
+                let Some(path) = pick(&mut self.rng) else {
+                    return;
+                };
                 let text = self.replicas[r].disk[&path].clone();
-                let Ok(mut fields) = frontmatter::parse_file(&text) else { return };
+                let Ok(mut fields) = frontmatter::parse_file(&text) else {
+                    return;
+                };
                 let v = ["low", "medium", "high", "critical"][self.rng.random_range(0..4)];
                 if let Some(f) = fields.iter_mut().find(|(k, _)| k == "priority") {
                     f.1 = FmValue::Str(v.into());
@@ -137,10 +196,17 @@ impl World {
                 self.write(r, &path, new);
             }
             68..=79 => {
-                let Some(path) = pick(&mut self.rng) else { return };
+                let Some(path) = pick(&mut self.rng) else {
+                    return;
+                };
                 let text = self.replicas[r].disk[&path].clone();
-                let Ok(mut fields) = frontmatter::parse_file(&text) else { return };
-                let Some((_, FmValue::List(tags))) = fields.iter_mut().find(|(k, _)| k == "tags") else { return };
+                let Ok(mut fields) = frontmatter::parse_file(&text) else {
+                    return;
+                };
+                let Some((_, FmValue::List(tags))) = fields.iter_mut().find(|(k, _)| k == "tags")
+                else {
+                    return;
+                };
                 if self.rng.random_bool(0.6) || tags.is_empty() {
                     let m = self.marker(r);
                     let tag = format!("t{m}");
@@ -157,7 +223,9 @@ impl World {
                 self.write(r, &path, new);
             }
             80..=85 => {
-                let Some(from) = pick(&mut self.rng) else { return };
+                let Some(from) = pick(&mut self.rng) else {
+                    return;
+                };
                 let to = PATHS[self.rng.random_range(0..PATHS.len())];
                 if self.replicas[r].disk.contains_key(to) {
                     return;
@@ -165,19 +233,31 @@ impl World {
                 let rep = &mut self.replicas[r];
                 let text = rep.disk.remove(&from).unwrap_or_default();
                 rep.disk.insert(to.to_string(), text);
-                rep.ws.record_rename(&from, &p(to), self.now).unwrap_or_else(|e| panic!("rename: {e}"));
+                rep.ws
+                    .record_rename(&from, &p(to), self.now)
+                    .unwrap_or_else(|e| panic!("rename: {e}"));
             }
             86..=90 => {
-                let Some(path) = pick(&mut self.rng) else { return };
+                let Some(path) = pick(&mut self.rng) else {
+                    return;
+                };
                 let rep = &mut self.replicas[r];
                 rep.disk.remove(&path);
-                rep.ws.record_removal(&path, self.now).unwrap_or_else(|e| panic!("delete: {e}"));
+                rep.ws
+                    .record_removal(&path, self.now)
+                    .unwrap_or_else(|e| panic!("delete: {e}"));
             }
             91..=94 => {
-                let trash = self.replicas[r].ws.trash(self.now).unwrap_or_else(|e| panic!("{e}"));
+                let trash = self.replicas[r]
+                    .ws
+                    .trash(self.now)
+                    .unwrap_or_else(|e| panic!("{e}"));
                 if let Some(t) = trash.first() {
                     let path = t.path.clone();
-                    self.replicas[r].ws.restore(&path, self.now).unwrap_or_else(|e| panic!("restore: {e}"));
+                    self.replicas[r]
+                        .ws
+                        .restore(&path, self.now)
+                        .unwrap_or_else(|e| panic!("restore: {e}"));
                     self.replicas[r].checkout();
                 }
             }
@@ -192,15 +272,22 @@ impl World {
         if from == to {
             return;
         }
-        let bundle = self.replicas[from].ws.export_bundle().unwrap_or_else(|e| panic!("export: {e}"));
-        self.replicas[to].ws.import_bundle(&bundle, "peer", self.now).unwrap_or_else(|e| panic!("import: {e}"));
+        let bundle = self.replicas[from]
+            .ws
+            .export_bundle()
+            .unwrap_or_else(|e| panic!("export: {e}"));
+        self.replicas[to]
+            .ws
+            .import_bundle(&bundle, "peer", self.now)
+            .unwrap_or_else(|e| panic!("import: {e}"));
         self.replicas[to].checkout();
     }
 
     fn heal(&mut self) {
         let n = self.replicas.len();
         for _ in 0..2 {
-            let mut order: Vec<(usize, usize)> = (0..n).flat_map(|a| (0..n).map(move |b| (a, b))).collect();
+            let mut order: Vec<(usize, usize)> =
+                (0..n).flat_map(|a| (0..n).map(move |b| (a, b))).collect();
             for i in (1..order.len()).rev() {
                 let j = self.rng.random_range(0..=i);
                 order.swap(i, j);
@@ -220,14 +307,23 @@ fn run(seed: u64, n: usize, steps: usize) {
     w.heal();
     let first = w.replicas[0].disk.clone();
     for (i, r) in w.replicas.iter().enumerate() {
-        assert_eq!(r.disk, first, "seed {seed}: replica {i} differs from replica 0");
+        assert_eq!(
+            r.disk, first,
+            "seed {seed}: replica {i} differs from replica 0"
+        );
     }
     // Everything deleted is restorable: bring it all back, then every marker must be on disk.
     loop {
-        let trash = w.replicas[0].ws.trash(w.now).unwrap_or_else(|e| panic!("{e}"));
+        let trash = w.replicas[0]
+            .ws
+            .trash(w.now)
+            .unwrap_or_else(|e| panic!("{e}"));
         let Some(t) = trash.first() else { break };
         let path = t.path.clone();
-        w.replicas[0].ws.restore(&path, w.now).unwrap_or_else(|e| panic!("seed {seed}: restore {path}: {e}"));
+        w.replicas[0]
+            .ws
+            .restore(&path, w.now)
+            .unwrap_or_else(|e| panic!("seed {seed}: restore {path}: {e}"));
     }
     w.replicas[0].checkout();
     w.heal();
@@ -244,9 +340,15 @@ fn run(seed: u64, n: usize, steps: usize) {
         }
     }
     let expected: BTreeSet<String> = w.tags_added.difference(&w.tags_removed).cloned().collect();
-    assert_eq!(tags, expected, "seed {seed}: tags differ from adds minus removes");
+    assert_eq!(
+        tags, expected,
+        "seed {seed}: tags differ from adds minus removes"
+    );
     for (i, r) in w.replicas.iter().enumerate() {
-        assert_eq!(r.disk, w.replicas[0].disk, "seed {seed}: replica {i} differs after restore");
+        assert_eq!(
+            r.disk, w.replicas[0].disk,
+            "seed {seed}: replica {i} differs after restore"
+        );
     }
 }
 
@@ -273,17 +375,34 @@ proptest! {
 #[test]
 fn concurrent_edits_of_one_line_region_merge() {
     let mut w = World::new(7, 2);
-    w.write(0, "docs/a.md", "---\ntitle: A\ntags: [a, b]\npriority: low\n---\nline one\nline two\n".into());
+    w.write(
+        0,
+        "docs/a.md",
+        "---\ntitle: A\ntags: [a, b]\npriority: low\n---\nline one\nline two\n".into(),
+    );
     w.sync(0, 1);
-    w.write(0, "docs/a.md", "---\ntitle: A\ntags: [a, b, c]\npriority: low\n---\nline one, alice\nline two\n".into());
-    w.write(1, "docs/a.md", "---\ntitle: A\ntags: [a, b, d]\npriority: high\n---\nline one\nline two, bob\n".into());
+    w.write(
+        0,
+        "docs/a.md",
+        "---\ntitle: A\ntags: [a, b, c]\npriority: low\n---\nline one, alice\nline two\n".into(),
+    );
+    w.write(
+        1,
+        "docs/a.md",
+        "---\ntitle: A\ntags: [a, b, d]\npriority: high\n---\nline one\nline two, bob\n".into(),
+    );
     w.sync(0, 1);
     w.sync(1, 0);
     let a = &w.replicas[0].disk["docs/a.md"];
     assert_eq!(a, &w.replicas[1].disk["docs/a.md"]);
-    assert!(a.ends_with("priority: high\n---\nline one, alice\nline two, bob\n"), "{a}");
+    assert!(
+        a.ends_with("priority: high\n---\nline one, alice\nline two, bob\n"),
+        "{a}"
+    );
     let fields = frontmatter::parse_file(a).unwrap_or_default();
-    let Some((_, FmValue::List(tags))) = fields.iter().find(|(k, _)| k == "tags") else { panic!("no tags in {a}") };
+    let Some((_, FmValue::List(tags))) = fields.iter().find(|(k, _)| k == "tags") else {
+        panic!("no tags in {a}")
+    };
     let mut tags: Vec<&str> = tags.iter().filter_map(FmValue::as_str).collect();
     tags.sort();
     assert_eq!(tags, ["a", "b", "c", "d"]);

@@ -15,8 +15,31 @@ use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
 const WORDS: &[&str] = &[
-    "token", "session", "refresh", "the", "client", "server", "must", "rotate", "keys", "after", "login", "and", "every",
-    "request", "carries", "a", "signed", "header", "which", "expires", "quickly", "so", "that", "stolen", "credentials",
+    "token",
+    "session",
+    "refresh",
+    "the",
+    "client",
+    "server",
+    "must",
+    "rotate",
+    "keys",
+    "after",
+    "login",
+    "and",
+    "every",
+    "request",
+    "carries",
+    "a",
+    "signed",
+    "header",
+    "which",
+    "expires",
+    "quickly",
+    "so",
+    "that",
+    "stolen",
+    "credentials",
 ];
 
 fn markdown(rng: &mut StdRng, i: usize) -> String {
@@ -26,7 +49,9 @@ fn markdown(rng: &mut StdRng, i: usize) -> String {
             body.push_str(&format!("\n## Section {}\n\n", rng.random_range(0..100)));
         }
         let n = rng.random_range(8..20);
-        let line: Vec<&str> = (0..n).map(|_| WORDS[rng.random_range(0..WORDS.len())]).collect();
+        let line: Vec<&str> = (0..n)
+            .map(|_| WORDS[rng.random_range(0..WORDS.len())])
+            .collect();
         body.push_str(&line.join(" "));
         body.push_str(".\n");
     }
@@ -55,7 +80,13 @@ fn open(root: &Path) -> Workspace<SqliteStore> {
 }
 
 fn dir_size(p: &Path) -> u64 {
-    std::fs::read_dir(p).map(|d| d.flatten().map(|e| e.metadata().map(|m| m.len()).unwrap_or(0)).sum()).unwrap_or(0)
+    std::fs::read_dir(p)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.metadata().map(|m| m.len()).unwrap_or(0))
+                .sum()
+        })
+        .unwrap_or(0)
 }
 
 /// Phase "import": generate N files, `init`, record an edit history, export.
@@ -68,14 +99,22 @@ fn phase_import(base: &Path, n: usize) {
     let mut json_files = Vec::new();
     for i in 0..n {
         let text = markdown(&mut rng, i);
-        std::fs::write(layout.cuedeck.join("docs").join(format!("d{i:05}.md")), &text).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(
+            layout.cuedeck.join("docs").join(format!("d{i:05}.md")),
+            &text,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
     }
     let filters = Filters::new(&layout, &[]).unwrap_or_else(|e| panic!("{e}"));
     let t = Instant::now();
     let store = SqliteStore::open(&layout.state_db()).unwrap_or_else(|e| panic!("{e}"));
-    let mut ws = Workspace::create(store, "bench", "bench", disk::now_ms(), &mut rng).unwrap_or_else(|e| panic!("{e}"));
-    ws.store_mut().begin_bulk().unwrap_or_else(|e| panic!("{e}"));
-    disk::record_changes(&mut ws, &layout, &filters, false, &|_, _| {}).unwrap_or_else(|e| panic!("{e}"));
+    let mut ws = Workspace::create(store, "bench", "bench", disk::now_ms(), &mut rng)
+        .unwrap_or_else(|e| panic!("{e}"));
+    ws.store_mut()
+        .begin_bulk()
+        .unwrap_or_else(|e| panic!("{e}"));
+    disk::record_changes(&mut ws, &layout, &filters, false, &|_, _| {})
+        .unwrap_or_else(|e| panic!("{e}"));
     ws.store_mut().end_bulk().unwrap_or_else(|e| panic!("{e}"));
     let import_s = t.elapsed().as_secs_f64();
 
@@ -86,7 +125,10 @@ fn phase_import(base: &Path, n: usize) {
         for i in (0..n).step_by(5) {
             let path = layout.cuedeck.join("docs").join(format!("d{i:05}.md"));
             let mut text = std::fs::read_to_string(&path).unwrap_or_default();
-            text.push_str(&format!("Edit {round}: {}.\n", WORDS[rng.random_range(0..WORDS.len())]));
+            text.push_str(&format!(
+                "Edit {round}: {}.\n",
+                WORDS[rng.random_range(0..WORDS.len())]
+            ));
             if round == 2 {
                 text = text.replacen("status: todo", "status: active", 1);
             }
@@ -96,8 +138,11 @@ fn phase_import(base: &Path, n: usize) {
             std::fs::write(&path, &text).unwrap_or_else(|e| panic!("{e}"));
             edits += 1;
         }
-        ws.store_mut().begin_bulk().unwrap_or_else(|e| panic!("{e}"));
-        disk::record_changes(&mut ws, &layout, &filters, false, &|_, _| {}).unwrap_or_else(|e| panic!("{e}"));
+        ws.store_mut()
+            .begin_bulk()
+            .unwrap_or_else(|e| panic!("{e}"));
+        disk::record_changes(&mut ws, &layout, &filters, false, &|_, _| {})
+            .unwrap_or_else(|e| panic!("{e}"));
         ws.store_mut().end_bulk().unwrap_or_else(|e| panic!("{e}"));
     }
     let edit_s = t.elapsed().as_secs_f64();
@@ -108,8 +153,11 @@ fn phase_import(base: &Path, n: usize) {
     std::fs::write(base.join("bundle.cue"), &bundle).unwrap_or_else(|e| panic!("{e}"));
     for f in ws.files().unwrap_or_else(|e| panic!("{e}")) {
         let text = std::fs::read_to_string(layout.to_disk(&f.path)).unwrap_or_default();
-        let fm: serde_json::Map<String, serde_json::Value> =
-            f.fields.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(format!("{v:?}")))).collect();
+        let fm: serde_json::Map<String, serde_json::Value> = f
+            .fields
+            .iter()
+            .map(|(k, v)| (k.clone(), serde_json::Value::String(format!("{v:?}"))))
+            .collect();
         json_files.push(serde_json::json!({"path": f.path.as_str(), "content": text, "frontmatter": fm, "last_modified_by": "bench", "version": 1}));
     }
     let json = serde_json::to_vec(&json_files).unwrap_or_default();
@@ -132,15 +180,22 @@ fn phase_clone(base: &Path, n: usize) {
     let t = Instant::now();
     let store = SqliteStore::open(&layout.state_db()).unwrap_or_else(|e| panic!("{e}"));
     let mut rng = StdRng::seed_from_u64(7);
-    let mut ws = Workspace::clone_from_bundle(store, &bundle, "clone", disk::now_ms(), &mut rng).unwrap_or_else(|e| panic!("{e}"));
+    let mut ws = Workspace::clone_from_bundle(store, &bundle, "clone", disk::now_ms(), &mut rng)
+        .unwrap_or_else(|e| panic!("{e}"));
     let plan = ws.plan().unwrap_or_else(|e| panic!("{e}"));
-    ws.store_mut().begin_bulk().unwrap_or_else(|e| panic!("{e}"));
-    let applied = disk::apply_plan(&mut ws, &layout, plan, false, &|_, _| {}).unwrap_or_else(|e| panic!("{e}"));
+    ws.store_mut()
+        .begin_bulk()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let applied = disk::apply_plan(&mut ws, &layout, plan, false, &|_, _| {})
+        .unwrap_or_else(|e| panic!("{e}"));
     disk::sync_all_files();
     ws.store_mut().end_bulk().unwrap_or_else(|e| panic!("{e}"));
     let clone_s = t.elapsed().as_secs_f64();
     assert_eq!(applied.written.len(), n);
-    println!("RESULT clone n={n} clone_s={clone_s:.2} peak_mb={:.1}", vm_hwm_mb());
+    println!(
+        "RESULT clone n={n} clone_s={clone_s:.2} peak_mb={:.1}",
+        vm_hwm_mb()
+    );
 }
 
 /// Phase "reimport": open the first peer and merge the bundle again (all known).
@@ -150,20 +205,31 @@ fn phase_reimport(base: &Path, n: usize) {
     let mut ws = open(&base.join("a"));
     let open_s = t.elapsed().as_secs_f64();
     let t = Instant::now();
-    let r = ws.import_bundle(&bundle, "bench", disk::now_ms()).unwrap_or_else(|e| panic!("{e}"));
+    let r = ws
+        .import_bundle(&bundle, "bench", disk::now_ms())
+        .unwrap_or_else(|e| panic!("{e}"));
     let import_s = t.elapsed().as_secs_f64();
     assert_eq!(r.docs_changed, 0);
-    println!("RESULT reimport n={n} open_s={open_s:.3} import_s={import_s:.2} peak_mb={:.1}", vm_hwm_mb());
+    println!(
+        "RESULT reimport n={n} open_s={open_s:.3} import_s={import_s:.2} peak_mb={:.1}",
+        vm_hwm_mb()
+    );
 }
 
 fn field<'a>(line: &'a str, key: &str) -> &'a str {
-    line.split_whitespace().find_map(|kv| kv.strip_prefix(&format!("{key}="))).unwrap_or("?")
+    line.split_whitespace()
+        .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
+        .unwrap_or("?")
 }
 
 fn main() {
     cue::tune_allocator();
     let args: Vec<String> = std::env::args().collect();
-    if let (Some(phase), Some(dir), Some(n)) = (std::env::var("CUE_BENCH_PHASE").ok(), args.get(1), args.get(2)) {
+    if let (Some(phase), Some(dir), Some(n)) = (
+        std::env::var("CUE_BENCH_PHASE").ok(),
+        args.get(1),
+        args.get(2),
+    ) {
         let n: usize = n.parse().unwrap_or(1000);
         let dir = PathBuf::from(dir);
         match phase.as_str() {
@@ -178,12 +244,17 @@ fn main() {
         .split(',')
         .filter_map(|s| s.trim().parse().ok())
         .collect();
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     println!("cue workspace benchmark, {cores} cores, release build, ~2 KB Markdown files\n");
     println!("| files | import | edits (recorded) | export | clone (to disk) | reopen + re-import | bundle vs JSON | SQLite state | peak RSS import / clone / reimport |");
     println!("|---|---|---|---|---|---|---|---|---|");
     for n in sizes {
-        let tmp = tempfile::Builder::new().prefix("cue-bench-").tempdir_in(std::env::temp_dir()).unwrap_or_else(|e| panic!("{e}"));
+        let tmp = tempfile::Builder::new()
+            .prefix("cue-bench-")
+            .tempdir_in(std::env::temp_dir())
+            .unwrap_or_else(|e| panic!("{e}"));
         let mut results = Vec::new();
         for phase in ["import", "clone", "reimport"] {
             let out = std::process::Command::new(&args[0])
@@ -193,8 +264,18 @@ fn main() {
                 .output()
                 .unwrap_or_else(|e| panic!("{e}"));
             let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-            assert!(out.status.success(), "phase {phase} failed: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-            results.push(stdout.lines().find(|l| l.starts_with("RESULT")).unwrap_or_default().to_string());
+            assert!(
+                out.status.success(),
+                "phase {phase} failed: {stdout}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            results.push(
+                stdout
+                    .lines()
+                    .find(|l| l.starts_with("RESULT"))
+                    .unwrap_or_default()
+                    .to_string(),
+            );
         }
         let (a, b, c) = (&results[0], &results[1], &results[2]);
         let bundle: f64 = field(a, "bundle_bytes").parse().unwrap_or(0.0);

@@ -47,9 +47,15 @@ pub fn open_at(layout: Layout) -> Result<Session> {
     let filters = Filters::new(&layout, &config.sync.include)?;
     let store = SqliteStore::open(&layout.state_db())?;
     let member = member_name(None, &config);
-    let mut ws = Workspace::open(store, &member).context("opening the sync state in .cuedeck/sync/")?;
+    let mut ws =
+        Workspace::open(store, &member).context("opening the sync state in .cuedeck/sync/")?;
     ws.set_tombstone_days(config.sync.max_offline_days);
-    Ok(Session { layout, config, filters, ws })
+    Ok(Session {
+        layout,
+        config,
+        filters,
+        ws,
+    })
 }
 
 impl Session {
@@ -57,7 +63,10 @@ impl Session {
     pub fn record(&mut self) -> Result<Changes> {
         let bar = progress_bar("scanning");
         self.ws.store_mut().begin_bulk()?;
-        let changes = disk::record_changes(&mut self.ws, &self.layout, &self.filters, false, &|i, n| tick(&bar, i, n));
+        let changes =
+            disk::record_changes(&mut self.ws, &self.layout, &self.filters, false, &|i, n| {
+                tick(&bar, i, n)
+            });
         self.ws.store_mut().end_bulk()?;
         let changes = changes?;
         bar.finish_and_clear();
@@ -82,7 +91,9 @@ impl Session {
         if !durable {
             self.ws.store_mut().begin_bulk()?;
         }
-        let applied = disk::apply_plan(&mut self.ws, &self.layout, plan, durable, &|i, n| tick(&bar, i, n));
+        let applied = disk::apply_plan(&mut self.ws, &self.layout, plan, durable, &|i, n| {
+            tick(&bar, i, n)
+        });
         if !durable {
             disk::sync_all_files();
             self.ws.store_mut().end_bulk()?;
@@ -125,7 +136,12 @@ fn write_gitignore(layout: &Layout) -> Result<()> {
 }
 
 fn make_dirs(layout: &Layout) -> Result<()> {
-    for d in [layout.cuedeck.join("cards"), layout.cuedeck.join("docs"), layout.sync_dir(), layout.cuedeck.join(".cache")] {
+    for d in [
+        layout.cuedeck.join("cards"),
+        layout.cuedeck.join("docs"),
+        layout.sync_dir(),
+        layout.cuedeck.join(".cache"),
+    ] {
         std::fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
     }
     Ok(())
@@ -137,19 +153,29 @@ pub fn init(cwd: &Path, name: Option<String>, member: Option<String>) -> Result<
         let mut s = open_at(layout)?;
         let changes = s.record()?;
         let meta = s.ws.meta()?;
-        println!("Workspace {:?} is already initialised in {}", meta.name, s.layout.cuedeck.display());
+        println!(
+            "Workspace {:?} is already initialised in {}",
+            meta.name,
+            s.layout.cuedeck.display()
+        );
         if !changes.is_empty() {
             println!("Recorded {} new or changed files.", changes.count());
         }
         return Ok(());
     }
     make_dirs(&layout)?;
-    let folder = cwd.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| "workspace".into());
+    let folder = cwd
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_else(|| "workspace".into());
     let name = name.unwrap_or(folder);
     let existing = Config::load(&layout.config_path())?;
     let member = member_name(member, &existing);
     if !layout.config_path().exists() {
-        disk::atomic_write(&layout.config_path(), config::template(&name, &member).as_bytes())?;
+        disk::atomic_write(
+            &layout.config_path(),
+            config::template(&name, &member).as_bytes(),
+        )?;
     }
     write_gitignore(&layout)?;
     let store = SqliteStore::open(&layout.state_db())?;
@@ -157,17 +183,35 @@ pub fn init(cwd: &Path, name: Option<String>, member: Option<String>) -> Result<
     let mut s = open_at(layout)?;
     let changes = s.record()?;
     let meta = s.ws.meta()?;
-    println!("Initialised workspace {:?} ({}) in {}", meta.name, meta.workspace_id, s.layout.cuedeck.display());
-    println!("Imported {} existing Markdown files.", changes.created.len());
+    println!(
+        "Initialised workspace {:?} ({}) in {}",
+        meta.name,
+        meta.workspace_id,
+        s.layout.cuedeck.display()
+    );
+    println!(
+        "Imported {} existing Markdown files.",
+        changes.created.len()
+    );
     Ok(())
 }
 
 const PRIORITIES: [&str; 4] = ["low", "medium", "high", "critical"];
 const STATUSES: [&str; 4] = ["todo", "active", "done", "archived"];
 
-pub fn card_new(cwd: &Path, title: &str, priority: &str, tags: &[String], assignee: Option<String>) -> Result<()> {
+pub fn card_new(
+    cwd: &Path,
+    title: &str,
+    priority: &str,
+    tags: &[String],
+    assignee: Option<String>,
+) -> Result<()> {
     if !PRIORITIES.contains(&priority) {
-        return Err(UsageError(format!("priority must be one of {}, not {priority:?}", PRIORITIES.join(", "))).into());
+        return Err(UsageError(format!(
+            "priority must be one of {}, not {priority:?}",
+            PRIORITIES.join(", ")
+        ))
+        .into());
     }
     if title.trim().is_empty() {
         return Err(UsageError("a card needs a title".into()).into());
@@ -177,7 +221,9 @@ pub fn card_new(cwd: &Path, title: &str, priority: &str, tags: &[String], assign
     let mut rng = rand::rng();
     const ALPHABET: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
     let (id, path) = loop {
-        let id: String = (0..6).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect();
+        let id: String = (0..6)
+            .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+            .collect();
         let path = SyncPath::parse(&format!("cards/{id}.md"))?;
         if !s.layout.to_disk(&path).exists() {
             break (id, path);
@@ -187,15 +233,28 @@ pub fn card_new(cwd: &Path, title: &str, priority: &str, tags: &[String], assign
     u[6] = (u[6] & 0x0f) | 0x40;
     u[8] = (u[8] & 0x3f) | 0x80;
     let h = hex::encode(u);
-    let uuid = format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..]);
+    let uuid = format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    );
     let fields = vec![
         ("id".to_string(), FmValue::Str(id.clone())),
         ("uuid".into(), FmValue::Str(uuid)),
         ("title".into(), FmValue::Str(title.to_string())),
         ("status".into(), FmValue::Str("todo".into())),
         ("priority".into(), FmValue::Str(priority.into())),
-        ("assignee".into(), assignee.map(FmValue::Str).unwrap_or(FmValue::Null)),
-        ("tags".into(), FmValue::List(tags.iter().cloned().map(FmValue::Str).collect())),
+        (
+            "assignee".into(),
+            assignee.map(FmValue::Str).unwrap_or(FmValue::Null),
+        ),
+        (
+            "tags".into(),
+            FmValue::List(tags.iter().cloned().map(FmValue::Str).collect()),
+        ),
         ("refs".into(), FmValue::List(Vec::new())),
     ];
     let text = frontmatter::patch(&format!("# {title}\n"), &fields);
@@ -209,7 +268,11 @@ fn field_str(fields: &[(String, FmValue)], key: &str) -> String {
     match fields.iter().find(|(k, _)| k == key).map(|(_, v)| v) {
         Some(FmValue::Str(s)) => s.clone(),
         Some(FmValue::Null) | None => String::new(),
-        Some(FmValue::List(items)) => items.iter().filter_map(|i| i.as_str()).collect::<Vec<_>>().join(","),
+        Some(FmValue::List(items)) => items
+            .iter()
+            .filter_map(|i| i.as_str())
+            .collect::<Vec<_>>()
+            .join(","),
         Some(other) => format!("{other:?}"),
     }
 }
@@ -218,21 +281,39 @@ pub fn list(cwd: &Path, status: Option<&str>, json: bool) -> Result<()> {
     let mut s = open(cwd)?;
     s.record()?;
     s.checkout("updating")?;
-    let mut cards: Vec<_> = s
-        .ws
-        .files()?
-        .into_iter()
-        .filter(|f| f.path.as_str().starts_with("cards/"))
-        .map(|f| {
-            let get = |k: &str| field_str(&f.fields, k);
-            let id = Some(get("id")).filter(|i| !i.is_empty()).unwrap_or_else(|| {
-                f.path.as_str().trim_start_matches("cards/").trim_end_matches(".md").to_string()
-            });
-            (get("status"), id, get("priority"), get("title"), get("assignee"), get("tags"), f.path.to_string())
-        })
-        .filter(|c| status.is_none_or(|want| c.0 == want))
-        .collect();
-    let rank = |s: &str| STATUSES.iter().position(|x| *x == s).unwrap_or(STATUSES.len());
+    let mut cards: Vec<_> =
+        s.ws.files()?
+            .into_iter()
+            .filter(|f| f.path.as_str().starts_with("cards/"))
+            .map(|f| {
+                let get = |k: &str| field_str(&f.fields, k);
+                let id = Some(get("id"))
+                    .filter(|i| !i.is_empty())
+                    .unwrap_or_else(|| {
+                        f.path
+                            .as_str()
+                            .trim_start_matches("cards/")
+                            .trim_end_matches(".md")
+                            .to_string()
+                    });
+                (
+                    get("status"),
+                    id,
+                    get("priority"),
+                    get("title"),
+                    get("assignee"),
+                    get("tags"),
+                    f.path.to_string(),
+                )
+            })
+            .filter(|c| status.is_none_or(|want| c.0 == want))
+            .collect();
+    let rank = |s: &str| {
+        STATUSES
+            .iter()
+            .position(|x| *x == s)
+            .unwrap_or(STATUSES.len())
+    };
     cards.sort_by(|a, b| (rank(&a.0), &a.1).cmp(&(rank(&b.0), &b.1)));
     if json {
         let out: Vec<_> = cards
@@ -251,7 +332,17 @@ pub fn list(cwd: &Path, status: Option<&str>, json: bool) -> Result<()> {
             println!("{}:", if c.0.is_empty() { "(no status)" } else { &c.0 });
             last = Some(&c.0);
         }
-        println!("  {}  {:<8}  {}{}", c.1, c.2, c.3, if c.4.is_empty() { String::new() } else { format!("  @{}", c.4) });
+        println!(
+            "  {}  {:<8}  {}{}",
+            c.1,
+            c.2,
+            c.3,
+            if c.4.is_empty() {
+                String::new()
+            } else {
+                format!("  @{}", c.4)
+            }
+        );
     }
     Ok(())
 }
@@ -266,9 +357,14 @@ pub fn export(cwd: &Path, file: &Path) -> Result<()> {
         return Ok(());
     }
     let target = absolute(cwd, file);
-    disk::atomic_write(&target, &bytes).with_context(|| format!("writing the bundle to {}", target.display()))?;
+    disk::atomic_write(&target, &bytes)
+        .with_context(|| format!("writing the bundle to {}", target.display()))?;
     let files = s.ws.entries()?.len();
-    eprintln!("Exported {files} files ({} KB) to {}", bytes.len().div_ceil(1024), target.display());
+    eprintln!(
+        "Exported {files} files ({} KB) to {}",
+        bytes.len().div_ceil(1024),
+        target.display()
+    );
     Ok(())
 }
 
@@ -289,7 +385,8 @@ pub fn import(cwd: &Path, file: &Path) -> Result<()> {
     let bytes = read_bundle(cwd, file)?;
     let mut s = open(cwd)?;
     s.record()?;
-    let report = s.ws.import_bundle(&bytes, &file.display().to_string(), disk::now_ms())?;
+    let report =
+        s.ws.import_bundle(&bytes, &file.display().to_string(), disk::now_ms())?;
     let applied = s.checkout("merging")?;
     println!(
         "Merged {}: {} documents changed, {} already known; {} files written, {} removed.",
@@ -305,8 +402,16 @@ pub fn import(cwd: &Path, file: &Path) -> Result<()> {
 pub fn clone(cwd: &Path, source: &Path, dir: &Path, member: Option<String>) -> Result<()> {
     let bytes = read_bundle(cwd, source)?;
     let root = absolute(cwd, dir);
-    if root.exists() && std::fs::read_dir(&root).map(|mut d| d.next().is_some()).unwrap_or(true) {
-        return Err(UsageError(format!("{} exists and is not empty; clone into a new folder", root.display())).into());
+    if root.exists()
+        && std::fs::read_dir(&root)
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(true)
+    {
+        return Err(UsageError(format!(
+            "{} exists and is not empty; clone into a new folder",
+            root.display()
+        ))
+        .into());
     }
     let layout = Layout::at(&root);
     make_dirs(&layout)?;
@@ -316,18 +421,30 @@ pub fn clone(cwd: &Path, source: &Path, dir: &Path, member: Option<String>) -> R
         .with_context(|| format!("cloning from {}", source.display()))?;
     let meta = ws.meta()?;
     drop(ws);
-    disk::atomic_write(&layout.config_path(), config::template(&meta.name, &member).as_bytes())?;
+    disk::atomic_write(
+        &layout.config_path(),
+        config::template(&meta.name, &member).as_bytes(),
+    )?;
     write_gitignore(&layout)?;
     let mut s = open_at(layout)?;
     let applied = s.checkout_with("cloning", false)?;
-    println!("Cloned workspace {:?} into {}: {} files.", meta.name, root.display(), applied.written.len());
+    println!(
+        "Cloned workspace {:?} into {}: {} files.",
+        meta.name,
+        root.display(),
+        applied.written.len()
+    );
     Ok(())
 }
 
 /// Parses `30m`, `12h`, `1d`, `2w` into seconds.
 fn parse_since(s: &str) -> Result<i64> {
     let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: i64 = num.parse().map_err(|_| UsageError(format!("--since {s:?}: expected a number and a unit, like 1d or 12h")))?;
+    let n: i64 = num.parse().map_err(|_| {
+        UsageError(format!(
+            "--since {s:?}: expected a number and a unit, like 1d or 12h"
+        ))
+    })?;
     let mult = match unit {
         "s" => 1,
         "m" => 60,
@@ -352,7 +469,12 @@ fn format_time(time_s: i64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}Z", secs / 3600, secs % 3600 / 60, secs % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
 }
 
 pub fn activity(cwd: &Path, since: Option<&str>, json: bool) -> Result<()> {
@@ -372,10 +494,21 @@ pub fn activity(cwd: &Path, since: Option<&str>, json: bool) -> Result<()> {
         return Ok(());
     }
     if rows.is_empty() {
-        println!("No activity{}.", since.map(|s| format!(" in the last {s}")).unwrap_or_default());
+        println!(
+            "No activity{}.",
+            since
+                .map(|s| format!(" in the last {s}"))
+                .unwrap_or_default()
+        );
     }
     for r in rows {
-        println!("{}  {:<12} {:<8} {}", format_time(r.time_s), r.member, r.action, r.path);
+        println!(
+            "{}  {:<12} {:<8} {}",
+            format_time(r.time_s),
+            r.member,
+            r.action,
+            r.path
+        );
     }
     Ok(())
 }
@@ -397,7 +530,13 @@ pub fn trash_list(cwd: &Path, json: bool) -> Result<()> {
         println!("The trash is empty.");
     }
     for t in trash {
-        println!("{}  deleted by {} at {}, restorable until {}", t.path, t.deleted_by, format_time(t.deleted_at_ms / 1000), format_time(t.expires_at_ms / 1000));
+        println!(
+            "{}  deleted by {} at {}, restorable until {}",
+            t.path,
+            t.deleted_by,
+            format_time(t.deleted_at_ms / 1000),
+            format_time(t.expires_at_ms / 1000)
+        );
     }
     Ok(())
 }
@@ -417,7 +556,12 @@ pub fn restore(cwd: &Path, path: &str) -> Result<()> {
 }
 
 pub fn status(cwd: &Path, json: bool) -> Result<()> {
-    let layout = Layout::find(cwd).with_context(|| format!("{} is not inside a CueDeck workspace; run `cue init`", cwd.display()))?;
+    let layout = Layout::find(cwd).with_context(|| {
+        format!(
+            "{} is not inside a CueDeck workspace; run `cue init`",
+            cwd.display()
+        )
+    })?;
     let mut s = open_at(layout)?;
     let pending = disk::record_changes(&mut s.ws, &s.layout, &s.filters, true, &|_, _| {})?;
     let meta = s.ws.meta()?;
@@ -447,7 +591,11 @@ pub fn status(cwd: &Path, json: bool) -> Result<()> {
     println!("Workspace {:?} ({})", meta.name, meta.workspace_id);
     println!("  root:     {}", s.layout.root.display());
     println!("  members:  {}", meta.members.join(", "));
-    println!("  files:    {} ({} in the trash)", entries.len() - deleted, trash);
+    println!(
+        "  files:    {} ({} in the trash)",
+        entries.len() - deleted,
+        trash
+    );
     if missing > 0 {
         println!("  waiting for {missing} documents from other peers");
     }

@@ -58,7 +58,10 @@ pub struct RelaySection {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{path} is not valid TOML: {message}")]
     Parse { path: String, message: String },
     #[error("{path}: {message}")]
@@ -94,9 +97,17 @@ impl Config {
         let text = match std::fs::read_to_string(path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Config::default()),
-            Err(source) => return Err(ConfigError::Read { path: shown, source }),
+            Err(source) => {
+                return Err(ConfigError::Read {
+                    path: shown,
+                    source,
+                })
+            }
         };
-        let config: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse { path: shown.clone(), message: e.to_string() })?;
+        let config: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: shown.clone(),
+            message: e.to_string(),
+        })?;
         for glob in &config.sync.include {
             if glob.starts_with('/') || glob.split('/').any(|c| c == "..") {
                 return Err(ConfigError::Invalid {
@@ -104,8 +115,10 @@ impl Config {
                     message: format!("sync.include glob {glob:?} must be relative to the project root and stay inside it"),
                 });
             }
-            globset::Glob::new(glob)
-                .map_err(|e| ConfigError::Invalid { path: shown.clone(), message: format!("sync.include glob {glob:?}: {e}") })?;
+            globset::Glob::new(glob).map_err(|e| ConfigError::Invalid {
+                path: shown.clone(),
+                message: format!("sync.include glob {glob:?}: {e}"),
+            })?;
         }
         Ok(config)
     }

@@ -29,12 +29,18 @@ pub struct Layout {
 impl Layout {
     /// The layout for a project root (which may not be initialised yet).
     pub fn at(root: &Path) -> Layout {
-        Layout { root: root.to_path_buf(), cuedeck: root.join(".cuedeck") }
+        Layout {
+            root: root.to_path_buf(),
+            cuedeck: root.join(".cuedeck"),
+        }
     }
 
     /// Finds the workspace containing `start`, as git finds its repository.
     pub fn find(start: &Path) -> Option<Layout> {
-        start.ancestors().find(|d| d.join(".cuedeck").join("sync").join("state.db").is_file()).map(Layout::at)
+        start
+            .ancestors()
+            .find(|d| d.join(".cuedeck").join("sync").join("state.db").is_file())
+            .map(Layout::at)
     }
 
     pub fn config_path(&self) -> PathBuf {
@@ -53,7 +59,8 @@ impl Layout {
     /// root (files added by `sync.include`); everything else under `.cuedeck/`.
     pub fn to_disk(&self, path: &SyncPath) -> PathBuf {
         let (base, rest) = self.base_and_rest(path);
-        rest.split('/').fold(base.to_path_buf(), |acc, c| acc.join(c))
+        rest.split('/')
+            .fold(base.to_path_buf(), |acc, c| acc.join(c))
     }
 
     fn base_and_rest<'a>(&self, path: &'a SyncPath) -> (&Path, &'a str) {
@@ -97,7 +104,9 @@ impl Filters {
                 anyhow::bail!("{}: {e}", file.display());
             }
         }
-        let ignore = builder.build().with_context(|| format!("reading {}", file.display()))?;
+        let ignore = builder
+            .build()
+            .with_context(|| format!("reading {}", file.display()))?;
         let include = if include.is_empty() {
             None
         } else {
@@ -111,7 +120,9 @@ impl Filters {
     }
 
     fn ignored(&self, key: &str, is_dir: bool) -> bool {
-        self.ignore.matched_path_or_any_parents(key, is_dir).is_ignore()
+        self.ignore
+            .matched_path_or_any_parents(key, is_dir)
+            .is_ignore()
     }
 }
 
@@ -122,12 +133,18 @@ fn stat_of(meta: &fs::Metadata) -> Stat {
         .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
         .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
         .unwrap_or(0);
-    Stat { size: meta.len(), mtime_ns }
+    Stat {
+        size: meta.len(),
+        mtime_ns,
+    }
 }
 
 /// Lists the synced files on disk.
 pub fn scan(layout: &Layout, filters: &Filters) -> Result<DiskView> {
-    let mut view = DiskView { files: BTreeMap::new(), skipped: Vec::new() };
+    let mut view = DiskView {
+        files: BTreeMap::new(),
+        skipped: Vec::new(),
+    };
     for top in ["cards", "docs"] {
         walk(&layout.cuedeck.join(top), top, filters, &mut view)?;
     }
@@ -137,7 +154,9 @@ pub fn scan(layout: &Layout, filters: &Filters) -> Result<DiskView> {
             .filter_entry(|e| e.file_name() != ".cuedeck" && e.file_name() != ".git")
             .build();
         for entry in walker.flatten() {
-            let Ok(rel) = entry.path().strip_prefix(&layout.root) else { continue };
+            let Ok(rel) = entry.path().strip_prefix(&layout.root) else {
+                continue;
+            };
             let rel = rel.to_string_lossy().replace('\\', "/");
             if !include.is_match(&rel) || entry.file_type().is_none_or(|t| !t.is_file()) {
                 continue;
@@ -178,16 +197,22 @@ fn consider(path: &Path, key: &str, filters: &Filters, view: &mut DiskView) {
     if is_editor_noise(name) || filters.ignored(key, false) {
         return;
     }
-    let Ok(meta) = fs::symlink_metadata(path) else { return };
+    let Ok(meta) = fs::symlink_metadata(path) else {
+        return;
+    };
     if meta.file_type().is_symlink() {
-        view.skipped.push(format!("{key}: symbolic links are not synced"));
+        view.skipped
+            .push(format!("{key}: symbolic links are not synced"));
         return;
     }
     if !meta.is_file() {
         return;
     }
     if meta.len() > MAX_FILE_BYTES {
-        view.skipped.push(format!("{key}: {} bytes is over the {MAX_FILE_BYTES}-byte limit; not synced", meta.len()));
+        view.skipped.push(format!(
+            "{key}: {} bytes is over the {MAX_FILE_BYTES}-byte limit; not synced",
+            meta.len()
+        ));
         return;
     }
     match SyncPath::parse(key) {
@@ -210,7 +235,10 @@ pub struct Changes {
 
 impl Changes {
     pub fn is_empty(&self) -> bool {
-        self.created.is_empty() && self.edited.is_empty() && self.removed.is_empty() && self.renamed.is_empty()
+        self.created.is_empty()
+            && self.edited.is_empty()
+            && self.removed.is_empty()
+            && self.renamed.is_empty()
     }
     pub fn count(&self) -> usize {
         self.created.len() + self.edited.len() + self.removed.len() + self.renamed.len()
@@ -224,7 +252,10 @@ fn read_text(path: &Path, key: &str) -> std::result::Result<String, String> {
 
 /// Now, in milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 /// Finds the user's edits since the last scan and (unless `dry_run`) records
@@ -237,8 +268,15 @@ pub fn record_changes<S: Store>(
     progress: &dyn Fn(u64, u64),
 ) -> Result<Changes> {
     let view = scan(layout, filters)?;
-    let mut changes = Changes { skipped: view.skipped, ..Changes::default() };
-    let tracked: HashMap<String, cue_core::store::LocalFile> = ws.local_files().values().map(|f| (f.path.clone(), f.clone())).collect();
+    let mut changes = Changes {
+        skipped: view.skipped,
+        ..Changes::default()
+    };
+    let tracked: HashMap<String, cue_core::store::LocalFile> = ws
+        .local_files()
+        .values()
+        .map(|f| (f.path.clone(), f.clone()))
+        .collect();
     let mut missing: Vec<(String, [u8; 32])> = tracked
         .iter()
         // Missing means gone from disk, not merely unseen by this scan (filtered,
@@ -322,15 +360,31 @@ pub struct Applied {
 /// With `durable` false (a fresh clone, where nobody can have edited yet), files
 /// are not fsynced one by one; the caller syncs the file system once before
 /// committing, which turns a thousand journal commits into one.
-pub fn apply_plan<S: Store>(ws: &mut Workspace<S>, layout: &Layout, plan: Plan, durable: bool, progress: &dyn Fn(u64, u64)) -> Result<Applied> {
-    let mut done = Applied { skipped: plan.problems, ..Applied::default() };
+pub fn apply_plan<S: Store>(
+    ws: &mut Workspace<S>,
+    layout: &Layout,
+    plan: Plan,
+    durable: bool,
+    progress: &dyn Fn(u64, u64),
+) -> Result<Applied> {
+    let mut done = Applied {
+        skipped: plan.problems,
+        ..Applied::default()
+    };
     let total = plan.ops.len() as u64;
     for (i, op) in plan.ops.iter().enumerate() {
         progress(i as u64, total);
         match op {
-            DiskOp::Write { path, bytes, expect, .. } => {
+            DiskOp::Write {
+                path,
+                bytes,
+                expect,
+                ..
+            } => {
                 let target = layout.to_disk(path);
-                if let Err(why) = check_parents(layout, path).and_then(|_| check_expected(&target, *expect)) {
+                if let Err(why) =
+                    check_parents(layout, path).and_then(|_| check_expected(&target, *expect))
+                {
                     done.skipped.push(format!("{path}: {why}"));
                     continue;
                 }
@@ -346,14 +400,18 @@ pub fn apply_plan<S: Store>(ws: &mut Workspace<S>, layout: &Layout, plan: Plan, 
             }
             DiskOp::Remove { path, expect, .. } => {
                 let target = layout.to_disk(path);
-                if let Err(why) = check_parents(layout, path).and_then(|_| check_expected(&target, Some(*expect))) {
+                if let Err(why) =
+                    check_parents(layout, path).and_then(|_| check_expected(&target, Some(*expect)))
+                {
                     done.skipped.push(format!("{path}: {why}"));
                     continue;
                 }
                 match fs::remove_file(&target) {
                     Ok(()) => {}
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(e).with_context(|| format!("removing {}", target.display())),
+                    Err(e) => {
+                        return Err(e).with_context(|| format!("removing {}", target.display()))
+                    }
                 }
                 ws.applied(op, Stat::default())?;
                 done.removed.push(path.to_string());
@@ -373,10 +431,17 @@ fn check_parents(layout: &Layout, path: &SyncPath) -> std::result::Result<(), St
     for part in &parts[..parts.len().saturating_sub(1)] {
         dir.push(part);
         match fs::symlink_metadata(&dir) {
-            Ok(m) if m.file_type().is_symlink() => return Err(format!("{} is a symbolic link; not writing through it", dir.display())),
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err(format!(
+                    "{} is a symbolic link; not writing through it",
+                    dir.display()
+                ))
+            }
             Ok(m) if !m.is_dir() => return Err(format!("{} is not a folder", dir.display())),
             Ok(_) => {}
-            Err(_) => fs::create_dir(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?,
+            Err(_) => {
+                fs::create_dir(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?
+            }
         }
     }
     Ok(())
@@ -384,10 +449,17 @@ fn check_parents(layout: &Layout, path: &SyncPath) -> std::result::Result<(), St
 
 fn check_expected(target: &Path, expect: Option<[u8; 32]>) -> std::result::Result<(), String> {
     match (fs::symlink_metadata(target), expect) {
-        (Ok(m), _) if m.file_type().is_symlink() => Err("is a symbolic link; not replacing it".into()),
+        (Ok(m), _) if m.file_type().is_symlink() => {
+            Err("is a symbolic link; not replacing it".into())
+        }
         (Err(_), None) => Ok(()),
-        (Err(_), Some(_)) => Err("removed since it was last recorded; the removal is recorded on the next run".into()),
-        (Ok(_), None) => Err("a file appeared there that is not recorded yet; it will be merged on the next run".into()),
+        (Err(_), Some(_)) => Err(
+            "removed since it was last recorded; the removal is recorded on the next run".into(),
+        ),
+        (Ok(_), None) => Err(
+            "a file appeared there that is not recorded yet; it will be merged on the next run"
+                .into(),
+        ),
         (Ok(_), Some(want)) => {
             let bytes = fs::read(target).map_err(|e| format!("cannot read: {e}"))?;
             if content_hash(&bytes) == want {
@@ -416,11 +488,18 @@ pub fn sync_all_files() {
 
 fn write_file(target: &Path, bytes: &[u8], durable: bool) -> Result<Stat> {
     let dir = target.parent().context("target has no parent folder")?;
-    let name = target.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
     let _ = name;
     let tmp = dir.join(format!(".cue-{}.tmp", std::process::id()));
     let result = (|| -> std::io::Result<()> {
-        let mut f = fs::OpenOptions::new().write(true).create(true).truncate(true).open(&tmp)?;
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)?;
         f.write_all(bytes)?;
         if durable {
             f.sync_all()?;

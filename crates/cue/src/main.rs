@@ -82,9 +82,7 @@ enum Command {
     #[command(subcommand)]
     Trash(TrashCommand),
     /// Bring a deleted file back (path relative to .cuedeck/, e.g. docs/old.md).
-    Restore {
-        path: String,
-    },
+    Restore { path: String },
     /// What the workspace holds and which on-disk edits are not recorded yet.
     Status {
         /// Print JSON.
@@ -136,11 +134,18 @@ enum TrashCommand {
 fn main() -> ExitCode {
     cue::tune_allocator();
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let cwd = match cli.chdir.clone().map(Ok).unwrap_or_else(std::env::current_dir) {
+    let cwd = match cli
+        .chdir
+        .clone()
+        .map(Ok)
+        .unwrap_or_else(std::env::current_dir)
+    {
         Ok(d) => d,
         Err(e) => {
             eprintln!("error: cannot determine the current folder: {e}");
@@ -149,12 +154,23 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Init { name, member } => commands::init(&cwd, name, member),
-        Command::Card(CardCommand::New { title, priority, tags, assignee }) => commands::card_new(&cwd, &title, &priority, &tags, assignee),
+        Command::Card(CardCommand::New {
+            title,
+            priority,
+            tags,
+            assignee,
+        }) => commands::card_new(&cwd, &title, &priority, &tags, assignee),
         Command::List { status, json } => commands::list(&cwd, status.as_deref(), json),
         Command::Export { file } => commands::export(&cwd, &file),
         Command::Import { file } => commands::import(&cwd, &file),
-        Command::Clone { source, dir, member } => commands::clone(&cwd, &source, &dir, member),
-        Command::Activity(ActivityCommand::Log { since, json }) => commands::activity(&cwd, since.as_deref(), json),
+        Command::Clone {
+            source,
+            dir,
+            member,
+        } => commands::clone(&cwd, &source, &dir, member),
+        Command::Activity(ActivityCommand::Log { since, json }) => {
+            commands::activity(&cwd, since.as_deref(), json)
+        }
         Command::Trash(TrashCommand::List { json }) => commands::trash_list(&cwd, json),
         Command::Restore { path } => commands::restore(&cwd, &path),
         Command::Status { json } => commands::status(&cwd, json),

@@ -31,7 +31,9 @@ fn heads_to_blob(heads: &[ChangeHash]) -> Vec<u8> {
 }
 
 fn heads_from_blob(blob: &[u8]) -> Vec<ChangeHash> {
-    blob.chunks_exact(32).filter_map(|c| ChangeHash::try_from(c).ok()).collect()
+    blob.chunks_exact(32)
+        .filter_map(|c| ChangeHash::try_from(c).ok())
+        .collect()
 }
 
 const SCHEMA: &str = "
@@ -46,10 +48,14 @@ CREATE INDEX IF NOT EXISTS activity_time ON activity (time_s);
 impl SqliteStore {
     /// Opens (or creates) the database, recovering from any earlier crash.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let conn = Connection::open(path).map_err(|e| StoreError(format!("cannot open {}: {e}", path.display())))?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
-        conn.pragma_update(None, "synchronous", "FULL").map_err(err)?;
-        conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(err)?;
+        let conn = Connection::open(path)
+            .map_err(|e| StoreError(format!("cannot open {}: {e}", path.display())))?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(err)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
         Ok(SqliteStore { conn, bulk: false })
     }
@@ -78,33 +84,61 @@ impl SqliteStore {
 impl Store for SqliteStore {
     fn load_doc(&mut self, doc: DocKey) -> Result<Option<Vec<Vec<u8>>>, StoreError> {
         let key = doc.as_string();
-        let exists: Option<i64> =
-            self.conn.query_row("SELECT chunks FROM docs WHERE key = ?1", [&key], |r| r.get(0)).optional().map_err(err)?;
+        let exists: Option<i64> = self
+            .conn
+            .query_row("SELECT chunks FROM docs WHERE key = ?1", [&key], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(err)?;
         if exists.is_none() {
             return Ok(None);
         }
-        let mut stmt = self.conn.prepare_cached("SELECT bytes FROM doc_chunks WHERE key = ?1 ORDER BY seq").map_err(err)?;
-        let rows = stmt.query_map([&key], |r| r.get::<_, Vec<u8>>(0)).map_err(err)?;
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT bytes FROM doc_chunks WHERE key = ?1 ORDER BY seq")
+            .map_err(err)?;
+        let rows = stmt
+            .query_map([&key], |r| r.get::<_, Vec<u8>>(0))
+            .map_err(err)?;
         Ok(Some(rows.collect::<Result<Vec<_>, _>>().map_err(err)?))
     }
 
     fn docs(&mut self) -> Result<BTreeMap<DocKey, DocInfo>, StoreError> {
-        let mut stmt = self.conn.prepare("SELECT key, heads, chunks FROM docs").map_err(err)?;
+        let mut stmt = self
+            .conn
+            .prepare("SELECT key, heads, chunks FROM docs")
+            .map_err(err)?;
         let rows = stmt
-            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?, r.get::<_, u32>(2)?)))
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, Vec<u8>>(1)?,
+                    r.get::<_, u32>(2)?,
+                ))
+            })
             .map_err(err)?;
         let mut out = BTreeMap::new();
         for row in rows {
             let (key, heads, chunks) = row.map_err(err)?;
             if let Some(k) = DocKey::parse(&key) {
-                out.insert(k, DocInfo { heads: heads_from_blob(&heads), chunks });
+                out.insert(
+                    k,
+                    DocInfo {
+                        heads: heads_from_blob(&heads),
+                        chunks,
+                    },
+                );
             }
         }
         Ok(out)
     }
 
     fn local_files(&mut self) -> Result<BTreeMap<FileId, LocalFile>, StoreError> {
-        let mut stmt = self.conn.prepare("SELECT id, path, hash, size, mtime_ns, heads FROM local_files").map_err(err)?;
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id, path, hash, size, mtime_ns, heads FROM local_files")
+            .map_err(err)?;
         let rows = stmt
             .query_map([], |r| {
                 Ok((
@@ -120,14 +154,29 @@ impl Store for SqliteStore {
         let mut out = BTreeMap::new();
         for row in rows {
             let (id, path, hash, size, mtime_ns, heads) = row.map_err(err)?;
-            let (Some(id), Ok(hash)) = (FileId::parse(&id), <[u8; 32]>::try_from(hash.as_slice())) else { continue };
-            out.insert(id, LocalFile { path, hash, size: size as u64, mtime_ns, heads: heads_from_blob(&heads) });
+            let (Some(id), Ok(hash)) = (FileId::parse(&id), <[u8; 32]>::try_from(hash.as_slice()))
+            else {
+                continue;
+            };
+            out.insert(
+                id,
+                LocalFile {
+                    path,
+                    hash,
+                    size: size as u64,
+                    mtime_ns,
+                    heads: heads_from_blob(&heads),
+                },
+            );
         }
         Ok(out)
     }
 
     fn meta(&mut self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        self.conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0)).optional().map_err(err)
+        self.conn
+            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+            .optional()
+            .map_err(err)
     }
 
     fn activity(&mut self, since_s: i64) -> Result<Vec<ActivityRow>, StoreError> {
@@ -150,8 +199,17 @@ impl Store for SqliteStore {
         let mut out = Vec::new();
         for row in rows {
             let (change, time_s, actor, file, path, action) = row.map_err(err)?;
-            let Ok(change) = ChangeHash::try_from(change.as_slice()) else { continue };
-            out.push(ActivityRow { change, time_s, actor, file: file.as_deref().and_then(FileId::parse), path, action });
+            let Ok(change) = ChangeHash::try_from(change.as_slice()) else {
+                continue;
+            };
+            out.push(ActivityRow {
+                change,
+                time_s,
+                actor,
+                file: file.as_deref().and_then(FileId::parse),
+                path,
+                action,
+            });
         }
         Ok(out)
     }
@@ -163,7 +221,11 @@ impl Store for SqliteStore {
         if self.bulk {
             self.conn.execute_batch("SAVEPOINT batch").map_err(err)?;
             let result = apply_ops(&self.conn, batch);
-            let end = if result.is_ok() { "RELEASE batch" } else { "ROLLBACK TO batch; RELEASE batch" };
+            let end = if result.is_ok() {
+                "RELEASE batch"
+            } else {
+                "ROLLBACK TO batch; RELEASE batch"
+            };
             self.conn.execute_batch(end).map_err(err)?;
             return result;
         }
@@ -191,10 +253,19 @@ fn apply_ops(tx: &Connection, batch: Batch) -> Result<(), StoreError> {
                     )
                     .map_err(err)?;
                 }
-                BatchOp::ReplaceDoc { doc, snapshot, heads } => {
+                BatchOp::ReplaceDoc {
+                    doc,
+                    snapshot,
+                    heads,
+                } => {
                     let key = doc.as_string();
-                    tx.execute("DELETE FROM doc_chunks WHERE key = ?1", [&key]).map_err(err)?;
-                    tx.execute("INSERT INTO doc_chunks (key, seq, bytes) VALUES (?1, 0, ?2)", params![key, snapshot]).map_err(err)?;
+                    tx.execute("DELETE FROM doc_chunks WHERE key = ?1", [&key])
+                        .map_err(err)?;
+                    tx.execute(
+                        "INSERT INTO doc_chunks (key, seq, bytes) VALUES (?1, 0, ?2)",
+                        params![key, snapshot],
+                    )
+                    .map_err(err)?;
                     tx.execute(
                         "INSERT INTO docs (key, heads, chunks) VALUES (?1, ?2, 0)
                          ON CONFLICT (key) DO UPDATE SET heads = excluded.heads, chunks = 0",
@@ -210,10 +281,15 @@ fn apply_ops(tx: &Connection, batch: Batch) -> Result<(), StoreError> {
                     .map_err(err)?;
                 }
                 BatchOp::DeleteLocalFile { id } => {
-                    tx.execute("DELETE FROM local_files WHERE id = ?1", [id.to_hex()]).map_err(err)?;
+                    tx.execute("DELETE FROM local_files WHERE id = ?1", [id.to_hex()])
+                        .map_err(err)?;
                 }
                 BatchOp::PutMeta { key, value } => {
-                    tx.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)", params![key, value]).map_err(err)?;
+                    tx.execute(
+                        "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)",
+                        params![key, value],
+                    )
+                    .map_err(err)?;
                 }
                 BatchOp::AddActivity(row) => {
                     tx.execute(

@@ -7,7 +7,10 @@
 //! (counter). The file's bytes are [`FileDoc::render`]: the content, with any
 //! top-level field that a merge changed rewritten by [`crate::frontmatter::patch`].
 
-use automerge::{transaction::Transactable, ActorId, AutoCommit, ObjId, ObjType, ReadDoc, ScalarValue, Value, ROOT};
+use automerge::{
+    transaction::Transactable, ActorId, AutoCommit, ObjId, ObjType, ReadDoc, ScalarValue, Value,
+    ROOT,
+};
 
 use super::{change_infos, commit, Author, ChangeHash, ChangeInfo, DocError};
 use crate::diff;
@@ -24,7 +27,12 @@ type Fields = Vec<(String, FmValue)>;
 impl FileDoc {
     /// Creates the document for a new file. Only the peer that creates the file
     /// calls this; others receive the document, so its objects exist once.
-    pub fn create(actor: ActorId, id: FileId, text: &str, author: &Author<'_>) -> Result<Self, DocError> {
+    pub fn create(
+        actor: ActorId,
+        id: FileId,
+        text: &str,
+        author: &Author<'_>,
+    ) -> Result<Self, DocError> {
         let mut doc = AutoCommit::new().with_actor(actor);
         doc.put(ROOT, "file_id", id.to_hex())?;
         doc.put_object(ROOT, "content", ObjType::Text)?;
@@ -47,7 +55,9 @@ impl FileDoc {
 
     /// An empty document, to be filled with a peer's changes.
     pub fn empty(actor: ActorId) -> Self {
-        FileDoc { doc: AutoCommit::new().with_actor(actor) }
+        FileDoc {
+            doc: AutoCommit::new().with_actor(actor),
+        }
     }
 
     fn content_obj(&self) -> Result<ObjId, DocError> {
@@ -159,7 +169,9 @@ impl FileDoc {
     /// The document as it was at `heads` (what was on disk then), to record an
     /// edit against; merge it back with [`Self::merge`].
     pub fn fork_at(&mut self, heads: &[ChangeHash]) -> Result<FileDoc, DocError> {
-        Ok(FileDoc { doc: self.doc.fork_at(heads)? })
+        Ok(FileDoc {
+            doc: self.doc.fork_at(heads)?,
+        })
     }
 
     /// Takes in every change `other` has that this document lacks.
@@ -170,7 +182,9 @@ impl FileDoc {
 
     /// Whether this document holds every change in `heads`.
     pub fn has_all(&mut self, heads: &[ChangeHash]) -> bool {
-        heads.iter().all(|h| self.doc.get_change_by_hash(h).is_some())
+        heads
+            .iter()
+            .all(|h| self.doc.get_change_by_hash(h).is_some())
     }
 
     /// Whether the document has changes that `heads` does not cover: used to
@@ -189,7 +203,9 @@ fn scalar_to_fm(s: &ScalarValue) -> FmValue {
     match s {
         ScalarValue::Str(s) => FmValue::Str(s.to_string()),
         ScalarValue::Int(i) | ScalarValue::Timestamp(i) => FmValue::Int(*i),
-        ScalarValue::Uint(u) => i64::try_from(*u).map(FmValue::Int).unwrap_or(FmValue::Float(*u as f64)),
+        ScalarValue::Uint(u) => i64::try_from(*u)
+            .map(FmValue::Int)
+            .unwrap_or(FmValue::Float(*u as f64)),
         ScalarValue::F64(f) => FmValue::Float(*f),
         ScalarValue::Boolean(b) => FmValue::Bool(*b),
         ScalarValue::Counter(c) => FmValue::Int(i64::from(c)),
@@ -205,13 +221,20 @@ fn read_value(doc: &AutoCommit, value: Value<'_>, id: &ObjId) -> Result<FmValue,
     read_value_at(doc, value, id, 0)
 }
 
-fn read_value_at(doc: &AutoCommit, value: Value<'_>, id: &ObjId, depth: usize) -> Result<FmValue, DocError> {
+fn read_value_at(
+    doc: &AutoCommit,
+    value: Value<'_>,
+    id: &ObjId,
+    depth: usize,
+) -> Result<FmValue, DocError> {
     if depth > MAX_DEPTH {
         return Ok(FmValue::Null);
     }
     Ok(match value {
         Value::Scalar(s) => scalar_to_fm(s.as_ref()),
-        Value::Object(ObjType::Map) | Value::Object(ObjType::Table) => FmValue::Map(read_map_at(doc, id, depth + 1)?),
+        Value::Object(ObjType::Map) | Value::Object(ObjType::Table) => {
+            FmValue::Map(read_map_at(doc, id, depth + 1)?)
+        }
         Value::Object(ObjType::List) => FmValue::List(read_list_at(doc, id, depth + 1)?),
         Value::Object(ObjType::Text) => FmValue::Str(doc.text(id)?),
     })
@@ -225,7 +248,10 @@ fn read_map_at(doc: &AutoCommit, obj: &ObjId, depth: usize) -> Result<Fields, Do
     let mut out = Vec::new();
     for item in doc.map_range(obj, ..) {
         let key = item.key.to_string();
-        let v = { let id = item.id(); read_value_at(doc, item.value.into(), &id, depth) }?;
+        let v = {
+            let id = item.id();
+            read_value_at(doc, item.value.into(), &id, depth)
+        }?;
         out.push((key, v));
     }
     Ok(out)
@@ -235,7 +261,10 @@ fn read_map_at(doc: &AutoCommit, obj: &ObjId, depth: usize) -> Result<Fields, Do
 fn read_list_at(doc: &AutoCommit, obj: &ObjId, depth: usize) -> Result<Vec<FmValue>, DocError> {
     let mut out: Vec<FmValue> = Vec::new();
     for item in doc.list_range(obj, ..) {
-        let v = { let id = item.id(); read_value_at(doc, item.value.into(), &id, depth) }?;
+        let v = {
+            let id = item.id();
+            read_value_at(doc, item.value.into(), &id, depth)
+        }?;
         if !out.contains(&v) {
             out.push(v);
         }
@@ -273,7 +302,12 @@ fn put_value(doc: &mut AutoCommit, obj: &ObjId, key: &str, v: &FmValue) -> Resul
     Ok(())
 }
 
-fn insert_value(doc: &mut AutoCommit, list: &ObjId, at: usize, v: &FmValue) -> Result<(), DocError> {
+fn insert_value(
+    doc: &mut AutoCommit,
+    list: &ObjId,
+    at: usize,
+    v: &FmValue,
+) -> Result<(), DocError> {
     match v {
         FmValue::List(items) => {
             let inner = doc.insert_object(list, at, ObjType::List)?;
@@ -304,7 +338,12 @@ fn dedup(items: &[FmValue]) -> Vec<FmValue> {
 
 /// Writes only what differs between `base` (what the user's file said before)
 /// and `new` (what it says now). Returns whether anything was written.
-fn write_map_diff(doc: &mut AutoCommit, obj: &ObjId, base: &Fields, new: &Fields) -> Result<bool, DocError> {
+fn write_map_diff(
+    doc: &mut AutoCommit,
+    obj: &ObjId,
+    base: &Fields,
+    new: &Fields,
+) -> Result<bool, DocError> {
     let mut changed = false;
     for (key, nv) in new {
         let bv = base.iter().find(|(k, _)| k == key).map(|(_, v)| v);
@@ -314,7 +353,11 @@ fn write_map_diff(doc: &mut AutoCommit, obj: &ObjId, base: &Fields, new: &Fields
         changed = true;
         let existing = doc.get(obj, key.as_str())?;
         match (bv, nv, existing) {
-            (Some(FmValue::List(b)), FmValue::List(n), Some((Value::Object(ObjType::List), list))) => {
+            (
+                Some(FmValue::List(b)),
+                FmValue::List(n),
+                Some((Value::Object(ObjType::List), list)),
+            ) => {
                 write_list_diff(doc, &list, b, n)?;
             }
             (Some(FmValue::Map(b)), FmValue::Map(n), Some((Value::Object(ObjType::Map), map))) => {
@@ -336,7 +379,12 @@ fn write_map_diff(doc: &mut AutoCommit, obj: &ObjId, base: &Fields, new: &Fields
 /// saw, so a concurrent add of the same item survives), insert what the user
 /// added next to its neighbour in the user's order. A pure reordering is kept
 /// as formatting and not synced.
-fn write_list_diff(doc: &mut AutoCommit, list: &ObjId, base: &[FmValue], new: &[FmValue]) -> Result<(), DocError> {
+fn write_list_diff(
+    doc: &mut AutoCommit,
+    list: &ObjId,
+    base: &[FmValue],
+    new: &[FmValue],
+) -> Result<(), DocError> {
     let new = dedup(new);
     let removed: Vec<&FmValue> = base.iter().filter(|b| !new.contains(b)).collect();
     if !removed.is_empty() {
@@ -371,7 +419,10 @@ fn write_list_diff(doc: &mut AutoCommit, list: &ObjId, base: &[FmValue], new: &[
 fn read_list_raw(doc: &AutoCommit, list: &ObjId) -> Result<Vec<FmValue>, DocError> {
     let mut out = Vec::new();
     for item in doc.list_range(list, ..) {
-        out.push({ let id = item.id(); read_value(doc, item.value.into(), &id) }?);
+        out.push({
+            let id = item.id();
+            read_value(doc, item.value.into(), &id)
+        }?);
     }
     Ok(out)
 }

@@ -1,6 +1,8 @@
 //! The index document: the workspace's metadata and the list of its files.
 
-use automerge::{transaction::Transactable, ActorId, AutoCommit, ObjType, ReadDoc, ScalarValue, Value, ROOT};
+use automerge::{
+    transaction::Transactable, ActorId, AutoCommit, ObjType, ReadDoc, ScalarValue, Value, ROOT,
+};
 
 use super::{change_infos, commit, Author, ChangeHash, ChangeInfo, DocError};
 use crate::{FileId, WorkspaceId};
@@ -65,7 +67,12 @@ fn int_of(v: Option<(Value<'_>, automerge::ObjId)>) -> Option<i64> {
 
 impl IndexDoc {
     /// Starts a new workspace. Only `cue init` calls this; everyone else loads.
-    pub fn create(actor: ActorId, id: WorkspaceId, name: &str, author: &Author<'_>) -> Result<Self, DocError> {
+    pub fn create(
+        actor: ActorId,
+        id: WorkspaceId,
+        name: &str,
+        author: &Author<'_>,
+    ) -> Result<Self, DocError> {
         let mut doc = AutoCommit::new().with_actor(actor);
         let meta = doc.put_object(ROOT, "metadata", ObjType::Map)?;
         doc.put(&meta, "workspace_id", id.to_hex())?;
@@ -93,7 +100,9 @@ impl IndexDoc {
 
     /// A document that has nothing yet: a clone fills it from a peer or bundle.
     pub fn empty(actor: ActorId) -> Self {
-        IndexDoc { doc: AutoCommit::new().with_actor(actor) }
+        IndexDoc {
+            doc: AutoCommit::new().with_actor(actor),
+        }
     }
 
     fn obj(&self, key: &'static str) -> Result<automerge::ObjId, DocError> {
@@ -117,7 +126,11 @@ impl IndexDoc {
         let meta = self.obj("metadata")?;
         if let Some((Value::Object(ObjType::Map), members)) = self.doc.get(&meta, "members")? {
             if self.doc.get(&members, author.member)?.is_none() {
-                self.doc.put(&members, author.member, ScalarValue::Timestamp(author.now_ms))?;
+                self.doc.put(
+                    &members,
+                    author.member,
+                    ScalarValue::Timestamp(author.now_ms),
+                )?;
             }
         }
         Ok(())
@@ -164,7 +177,9 @@ impl IndexDoc {
         let files = self.files_obj()?;
         let mut out = Vec::new();
         for item in self.doc.map_range(&files, ..) {
-            let Some(id) = FileId::parse(&item.key) else { continue };
+            let Some(id) = FileId::parse(&item.key) else {
+                continue;
+            };
             if let Some(entry) = self.entry_at(id, &item.id())? {
                 out.push(entry);
             }
@@ -182,12 +197,16 @@ impl IndexDoc {
     }
 
     fn entry_at(&self, id: FileId, obj: &automerge::ObjId) -> Result<Option<FileEntry>, DocError> {
-        let Some(path) = str_of(self.doc.get(obj, "path")?) else { return Ok(None) };
+        let Some(path) = str_of(self.doc.get(obj, "path")?) else {
+            return Ok(None);
+        };
         let deleted = match int_of(self.doc.get(obj, "deleted_at")?) {
             None => None,
             Some(at_ms) => {
                 let mut heads = Vec::new();
-                if let Some((Value::Object(ObjType::List), list)) = self.doc.get(obj, "deleted_heads")? {
+                if let Some((Value::Object(ObjType::List), list)) =
+                    self.doc.get(obj, "deleted_heads")?
+                {
                     for v in self.doc.list_range(&list, ..) {
                         if let Value::Scalar(s) = Value::from(v.value) {
                             if let ScalarValue::Str(h) = s.as_ref() {
@@ -198,7 +217,11 @@ impl IndexDoc {
                         }
                     }
                 }
-                Some(Tombstone { at_ms, by: str_of(self.doc.get(obj, "deleted_by")?).unwrap_or_default(), heads })
+                Some(Tombstone {
+                    at_ms,
+                    by: str_of(self.doc.get(obj, "deleted_by")?).unwrap_or_default(),
+                    heads,
+                })
             }
         };
         Ok(Some(FileEntry {
@@ -219,12 +242,18 @@ impl IndexDoc {
     }
 
     /// Adds a new file under a fresh id.
-    pub fn add_file(&mut self, id: FileId, path: &str, author: &Author<'_>) -> Result<(), DocError> {
+    pub fn add_file(
+        &mut self,
+        id: FileId,
+        path: &str,
+        author: &Author<'_>,
+    ) -> Result<(), DocError> {
         self.register(author)?;
         let files = self.files_obj()?;
         let obj = self.doc.put_object(&files, id.to_hex(), ObjType::Map)?;
         self.doc.put(&obj, "path", path)?;
-        self.doc.put(&obj, "created_at", ScalarValue::Timestamp(author.now_ms))?;
+        self.doc
+            .put(&obj, "created_at", ScalarValue::Timestamp(author.now_ms))?;
         self.doc.put(&obj, "created_by", author.member)?;
         commit(&mut self.doc, author, format!("create {path}"));
         Ok(())
@@ -233,7 +262,9 @@ impl IndexDoc {
     /// Moves a file to a new path; its document and history stay.
     pub fn rename(&mut self, id: FileId, to: &str, author: &Author<'_>) -> Result<(), DocError> {
         self.register(author)?;
-        let Some(obj) = self.entry_obj(id)? else { return Ok(()) };
+        let Some(obj) = self.entry_obj(id)? else {
+            return Ok(());
+        };
         let from = str_of(self.doc.get(&obj, "path")?).unwrap_or_default();
         self.doc.put(&obj, "path", to)?;
         commit(&mut self.doc, author, format!("rename {from} -> {to}"));
@@ -241,11 +272,19 @@ impl IndexDoc {
     }
 
     /// Tombstones a file; `heads` are its document's heads as this peer saw them.
-    pub fn delete(&mut self, id: FileId, heads: &[ChangeHash], author: &Author<'_>) -> Result<(), DocError> {
+    pub fn delete(
+        &mut self,
+        id: FileId,
+        heads: &[ChangeHash],
+        author: &Author<'_>,
+    ) -> Result<(), DocError> {
         self.register(author)?;
-        let Some(obj) = self.entry_obj(id)? else { return Ok(()) };
+        let Some(obj) = self.entry_obj(id)? else {
+            return Ok(());
+        };
         let path = str_of(self.doc.get(&obj, "path")?).unwrap_or_default();
-        self.doc.put(&obj, "deleted_at", ScalarValue::Timestamp(author.now_ms))?;
+        self.doc
+            .put(&obj, "deleted_at", ScalarValue::Timestamp(author.now_ms))?;
         self.doc.put(&obj, "deleted_by", author.member)?;
         let list = self.doc.put_object(&obj, "deleted_heads", ObjType::List)?;
         for (i, h) in heads.iter().enumerate() {
@@ -256,9 +295,16 @@ impl IndexDoc {
     }
 
     /// Clears a tombstone (optionally at a new path, when the old one is taken).
-    pub fn restore(&mut self, id: FileId, path: Option<&str>, author: &Author<'_>) -> Result<(), DocError> {
+    pub fn restore(
+        &mut self,
+        id: FileId,
+        path: Option<&str>,
+        author: &Author<'_>,
+    ) -> Result<(), DocError> {
         self.register(author)?;
-        let Some(obj) = self.entry_obj(id)? else { return Ok(()) };
+        let Some(obj) = self.entry_obj(id)? else {
+            return Ok(());
+        };
         for key in ["deleted_at", "deleted_by", "deleted_heads"] {
             self.doc.delete(&obj, key)?;
         }

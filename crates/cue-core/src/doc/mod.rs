@@ -70,7 +70,11 @@ pub struct Author<'a> {
     pub now_ms: i64,
 }
 
-pub(crate) fn commit(doc: &mut automerge::AutoCommit, author: &Author<'_>, message: String) -> Option<ChangeHash> {
+pub(crate) fn commit(
+    doc: &mut automerge::AutoCommit,
+    author: &Author<'_>,
+    message: String,
+) -> Option<ChangeHash> {
     doc.commit_with(
         automerge::transaction::CommitOptions::default()
             .with_message(message)
@@ -90,7 +94,10 @@ pub struct ChangeInfo {
     pub message: String,
 }
 
-pub(crate) fn change_infos(doc: &mut automerge::AutoCommit, since: &[ChangeHash]) -> Vec<ChangeInfo> {
+pub(crate) fn change_infos(
+    doc: &mut automerge::AutoCommit,
+    since: &[ChangeHash],
+) -> Vec<ChangeInfo> {
     // Metadata only: building full changes would re-encode every op.
     doc.get_changes_meta(since)
         .into_iter()

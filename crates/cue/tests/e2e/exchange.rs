@@ -10,10 +10,24 @@ fn concurrent_edits_merge_both_ways() {
     alice.write("docs/auth.md", AUTH);
     alice.ok(&["init", "--name", "team"]);
     let bob = Peer::clone_of(&alice, "bob");
-    assert_eq!(bob.read("docs/auth.md"), AUTH, "clone writes the file byte for byte");
+    assert_eq!(
+        bob.read("docs/auth.md"),
+        AUTH,
+        "clone writes the file byte for byte"
+    );
 
-    alice.write("docs/auth.md", &AUTH.replace("line one", "line one (alice)").replace("priority: low", "priority: high"));
-    bob.write("docs/auth.md", &AUTH.replace("line three", "line three (bob)").replace("[security]", "[security, api]"));
+    alice.write(
+        "docs/auth.md",
+        &AUTH
+            .replace("line one", "line one (alice)")
+            .replace("priority: low", "priority: high"),
+    );
+    bob.write(
+        "docs/auth.md",
+        &AUTH
+            .replace("line three", "line three (bob)")
+            .replace("[security]", "[security, api]"),
+    );
     bob.write("docs/bob-notes.md", "# Bob's notes\n");
 
     bob.pull(&alice);
@@ -23,13 +37,20 @@ fn concurrent_edits_merge_both_ways() {
         merged,
         "---\n# owned by the auth team\ntitle: Auth flow\npriority: high\ntags: [security, api]\n---\n# Auth\n\nline one (alice)\nline two\nline three (bob)\n"
     );
-    assert_eq!(alice.files(), bob.files(), "both peers hold byte-identical files");
+    assert_eq!(
+        alice.files(),
+        bob.files(),
+        "both peers hold byte-identical files"
+    );
     // Importing the same bundle again changes nothing.
     let again = bob.export();
     alice.ok(&["import", again.to_str().unwrap_or_default()]);
     assert_eq!(alice.files(), bob.files());
     let log = alice.ok(&["activity", "log", "--since", "1d"]);
-    assert!(log.contains("bob") && log.contains("docs/bob-notes.md"), "{log}");
+    assert!(
+        log.contains("bob") && log.contains("docs/bob-notes.md"),
+        "{log}"
+    );
 }
 
 #[test]
@@ -39,9 +60,15 @@ fn delete_then_restore() {
     let bob = Peer::clone_of(&alice, "bob");
     std::fs::remove_file(bob.path("docs/old.md")).unwrap_or_else(|e| panic!("{e}"));
     alice.pull(&bob);
-    assert!(!alice.path("docs/old.md").exists(), "the delete reached alice");
+    assert!(
+        !alice.path("docs/old.md").exists(),
+        "the delete reached alice"
+    );
     let trash = alice.ok(&["trash", "list", "--json"]);
-    assert!(trash.contains("docs/old.md") && trash.contains("\"deleted_by\": \"bob\""), "{trash}");
+    assert!(
+        trash.contains("docs/old.md") && trash.contains("\"deleted_by\": \"bob\""),
+        "{trash}"
+    );
     alice.ok(&["restore", "docs/old.md"]);
     assert_eq!(alice.read("docs/old.md"), "---\ntitle: Old\n---\nkeep me\n");
     bob.pull(&alice);
@@ -74,8 +101,15 @@ fn same_path_created_on_two_peers_keeps_both() {
     alice.pull(&bob);
     bob.pull(&alice);
     assert_eq!(alice.files(), bob.files());
-    let all: String = alice.files().into_iter().map(|(_, b)| String::from_utf8_lossy(&b).into_owned()).collect();
-    assert!(all.contains("alice's plan") && all.contains("bob's plan"), "{all}");
+    let all: String = alice
+        .files()
+        .into_iter()
+        .map(|(_, b)| String::from_utf8_lossy(&b).into_owned())
+        .collect();
+    assert!(
+        all.contains("alice's plan") && all.contains("bob's plan"),
+        "{all}"
+    );
     assert_eq!(alice.files().len(), 2);
 }
 
@@ -84,11 +118,15 @@ fn rename_keeps_concurrent_edit() {
     let alice = Peer::init("alice");
     alice.write("docs/a.md", "first\nsecond\n");
     let bob = Peer::clone_of(&alice, "bob");
-    std::fs::rename(alice.path("docs/a.md"), alice.path("docs/renamed.md")).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::rename(alice.path("docs/a.md"), alice.path("docs/renamed.md"))
+        .unwrap_or_else(|e| panic!("{e}"));
     bob.write("docs/a.md", "first\nsecond\nthird by bob\n");
     alice.pull(&bob);
     bob.pull(&alice);
-    assert_eq!(alice.read("docs/renamed.md"), "first\nsecond\nthird by bob\n");
+    assert_eq!(
+        alice.read("docs/renamed.md"),
+        "first\nsecond\nthird by bob\n"
+    );
     assert!(!alice.path("docs/a.md").exists());
     assert_eq!(alice.files(), bob.files());
 }
@@ -98,18 +136,26 @@ fn editor_atomic_save_is_one_edit() {
     let alice = Peer::init("alice");
     alice.write("docs/f.md", "v1\n");
     alice.ok(&["list"]); // any command but status records on-disk edits
-    // vim's default: rename the original to a backup, write a new file, delete the backup.
-    std::fs::rename(alice.path("docs/f.md"), alice.path("docs/f.md~")).unwrap_or_else(|e| panic!("{e}"));
+                         // vim's default: rename the original to a backup, write a new file, delete the backup.
+    std::fs::rename(alice.path("docs/f.md"), alice.path("docs/f.md~"))
+        .unwrap_or_else(|e| panic!("{e}"));
     alice.write("docs/f.md", "v2\n");
     let status = alice.ok(&["status", "--json"]);
-    assert!(status.contains("\"edited\": [\n      \"docs/f.md\""), "{status}");
+    assert!(
+        status.contains("\"edited\": [\n      \"docs/f.md\""),
+        "{status}"
+    );
     std::fs::remove_file(alice.path("docs/f.md~")).unwrap_or_else(|e| panic!("{e}"));
     // temp file + rename, as most editors and `os.replace` do.
     alice.write("docs/.f.md.123.tmp", "v3\n");
-    std::fs::rename(alice.path("docs/.f.md.123.tmp"), alice.path("docs/f.md")).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::rename(alice.path("docs/.f.md.123.tmp"), alice.path("docs/f.md"))
+        .unwrap_or_else(|e| panic!("{e}"));
     alice.ok(&["list"]);
     let log = alice.ok(&["activity", "log"]);
-    assert!(!log.contains("delete"), "an atomic save is an edit, not a delete: {log}");
+    assert!(
+        !log.contains("delete"),
+        "an atomic save is an edit, not a delete: {log}"
+    );
     assert_eq!(log.matches("create").count(), 1, "{log}");
     let bob = Peer::clone_of(&alice, "bob");
     assert_eq!(bob.read("docs/f.md"), "v3\n");
@@ -126,10 +172,20 @@ fn formatting_of_untouched_files_is_preserved() {
     alice.ok(&["init"]);
     let bob = Peer::clone_of(&alice, "bob");
     assert_eq!(bob.read("docs/crlf.md"), crlf);
-    assert_eq!(bob.read("docs/broken.md"), broken, "broken YAML still syncs, as text");
-    bob.write("docs/broken.md", "---\ntitle: [unclosed\n---\nbody, edited by bob\n");
+    assert_eq!(
+        bob.read("docs/broken.md"),
+        broken,
+        "broken YAML still syncs, as text"
+    );
+    bob.write(
+        "docs/broken.md",
+        "---\ntitle: [unclosed\n---\nbody, edited by bob\n",
+    );
     alice.pull(&bob);
-    assert_eq!(alice.read("docs/broken.md"), "---\ntitle: [unclosed\n---\nbody, edited by bob\n");
+    assert_eq!(
+        alice.read("docs/broken.md"),
+        "---\ntitle: [unclosed\n---\nbody, edited by bob\n"
+    );
     assert_eq!(alice.read("docs/crlf.md"), crlf);
 }
 
@@ -145,11 +201,21 @@ fn path_traversal_bundle_is_rejected() {
     let bob = Peer::clone_of(&alice, "bob");
 
     let mut bundle = Bundle::decode(&good).unwrap_or_else(|e| panic!("{e}"));
-    let (_, index_bytes) = bundle.docs.iter_mut().find(|(k, _)| *k == DocKey::Index).unwrap_or_else(|| panic!("no index"));
-    let mut index = IndexDoc::load(&[index_bytes.clone()], automerge::ActorId::from([9u8; 16])).unwrap_or_else(|e| panic!("{e}"));
+    let (_, index_bytes) = bundle
+        .docs
+        .iter_mut()
+        .find(|(k, _)| *k == DocKey::Index)
+        .unwrap_or_else(|| panic!("no index"));
+    let mut index = IndexDoc::load(&[index_bytes.clone()], automerge::ActorId::from([9u8; 16]))
+        .unwrap_or_else(|e| panic!("{e}"));
     let file = index.files().unwrap_or_default()[0].id;
-    let author = cue_core::doc::Author { member: "mallory", now_ms: 1 };
-    index.rename(file, "../../../evil.md", &author).unwrap_or_else(|e| panic!("{e}"));
+    let author = cue_core::doc::Author {
+        member: "mallory",
+        now_ms: 1,
+    };
+    index
+        .rename(file, "../../../evil.md", &author)
+        .unwrap_or_else(|e| panic!("{e}"));
     *index_bytes = index.save();
     let evil = bob.root.parent().unwrap_or(&bob.root).join("evil.cue");
     std::fs::write(&evil, bundle.encode()).unwrap_or_else(|e| panic!("{e}"));
@@ -158,10 +224,19 @@ fn path_traversal_bundle_is_rejected() {
     let out = bob.run(&["import", evil.to_str().unwrap_or_default()]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("unsafe path") && err.contains("../../../evil.md") && err.contains("nothing was imported"), "{err}");
+    assert!(
+        err.contains("unsafe path")
+            && err.contains("../../../evil.md")
+            && err.contains("nothing was imported"),
+        "{err}"
+    );
     assert_eq!(bob.files(), before);
     for dir in bob.root.ancestors().take(4) {
-        assert!(!dir.join("evil.md").exists(), "wrote outside the workspace at {}", dir.display());
+        assert!(
+            !dir.join("evil.md").exists(),
+            "wrote outside the workspace at {}",
+            dir.display()
+        );
     }
 }
 
@@ -177,9 +252,13 @@ fn bad_input_gets_clear_errors() {
     let other = Peer::init("carol");
     let foreign = other.export();
     let out = alice.run(&["import", foreign.to_str().unwrap_or_default()]);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("belongs to workspace"), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("belongs to workspace"),
+        "{out:?}"
+    );
 
-    std::fs::write(alice.path("docs/bin.md"), [0xff, 0xfe, 0x00, 0x41]).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(alice.path("docs/bin.md"), [0xff, 0xfe, 0x00, 0x41])
+        .unwrap_or_else(|e| panic!("{e}"));
     let status = alice.ok(&["status"]);
     assert!(status.contains("not valid UTF-8"), "{status}");
 
@@ -200,15 +279,44 @@ fn init_is_idempotent_and_cards_list() {
     let alice = Peer::init("alice");
     let again = alice.ok(&["init"]);
     assert!(again.contains("already initialised"), "{again}");
-    alice.ok(&["card", "new", "Fix login", "--priority", "high", "--tag", "bug"]);
+    alice.ok(&[
+        "card",
+        "new",
+        "Fix login",
+        "--priority",
+        "high",
+        "--tag",
+        "bug",
+    ]);
     alice.ok(&["card", "new", "Write docs"]);
     let list = alice.ok(&["list", "--json"]);
-    assert!(list.contains("\"title\": \"Fix login\"") && list.contains("\"priority\": \"high\""), "{list}");
-    let card = alice.files().into_iter().find(|(p, _)| p.starts_with("cards/")).map(|(_, b)| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
-    for key in ["id:", "uuid:", "title:", "status: todo", "priority:", "assignee:", "tags:", "refs:"] {
+    assert!(
+        list.contains("\"title\": \"Fix login\"") && list.contains("\"priority\": \"high\""),
+        "{list}"
+    );
+    let card = alice
+        .files()
+        .into_iter()
+        .find(|(p, _)| p.starts_with("cards/"))
+        .map(|(_, b)| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    for key in [
+        "id:",
+        "uuid:",
+        "title:",
+        "status: todo",
+        "priority:",
+        "assignee:",
+        "tags:",
+        "refs:",
+    ] {
         assert!(card.contains(key), "card lacks {key}: {card}");
     }
     assert!(alice.path("config.toml").is_file());
     let config = alice.read("config.toml");
-    assert!(config.contains("[sync]") && config.contains("max_offline_days = 7") && config.contains("[sync.relay]"));
+    assert!(
+        config.contains("[sync]")
+            && config.contains("max_offline_days = 7")
+            && config.contains("[sync.relay]")
+    );
 }

@@ -27,10 +27,17 @@ pub fn run_in(dir: &Path, member: &str, args: &[&str]) -> Output {
 impl Peer {
     /// A fresh folder, not yet a workspace.
     pub fn new(member: &str) -> Peer {
-        let tmp = tempfile::Builder::new().prefix("cue-e2e-").tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let tmp = tempfile::Builder::new()
+            .prefix("cue-e2e-")
+            .tempdir()
+            .unwrap_or_else(|e| panic!("{e}"));
         let root = tmp.path().join(member);
         std::fs::create_dir_all(&root).unwrap_or_else(|e| panic!("{e}"));
-        Peer { _tmp: tmp, root, member: member.to_string() }
+        Peer {
+            _tmp: tmp,
+            root,
+            member: member.to_string(),
+        }
     }
 
     /// `cue init` in a fresh folder.
@@ -45,8 +52,16 @@ impl Peer {
         let bundle = from.export();
         let p = Peer::new(member);
         std::fs::remove_dir(&p.root).unwrap_or_else(|e| panic!("{e}"));
-        let out = run_in(p.root.parent().unwrap_or(&p.root), member, &["clone", bundle.to_str().unwrap_or_default(), member]);
-        assert!(out.status.success(), "clone failed: {}", String::from_utf8_lossy(&out.stderr));
+        let out = run_in(
+            p.root.parent().unwrap_or(&p.root),
+            member,
+            &["clone", bundle.to_str().unwrap_or_default(), member],
+        );
+        assert!(
+            out.status.success(),
+            "clone failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         p
     }
 
@@ -85,7 +100,11 @@ impl Peer {
 
     /// Exports a bundle to a file beside the project and returns its path.
     pub fn export(&self) -> PathBuf {
-        let file = self.root.parent().unwrap_or(&self.root).join(format!("{}-{}.cue", self.member, nanos()));
+        let file = self.root.parent().unwrap_or(&self.root).join(format!(
+            "{}-{}.cue",
+            self.member,
+            nanos()
+        ));
         self.ok(&["export", file.to_str().unwrap_or_default()]);
         file
     }
@@ -108,7 +127,9 @@ impl Peer {
 }
 
 fn collect(dir: &Path, key: &str, out: &mut Vec<(String, Vec<u8>)>) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().to_string();
         let k = format!("{key}/{name}");
@@ -121,5 +142,8 @@ fn collect(dir: &Path, key: &str, out: &mut Vec<(String, Vec<u8>)>) {
 }
 
 fn nanos() -> u128 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
 }
