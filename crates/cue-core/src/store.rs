@@ -167,7 +167,7 @@ impl Store for MemStore {
             .filter(|r| r.time_s >= since_s)
             .cloned()
             .collect();
-        rows.sort_by(|a, b| (a.time_s, a.change).cmp(&(b.time_s, b.change)));
+        rows.sort_by_key(|r| (r.time_s, r.change));
         Ok(rows)
     }
     fn commit(&mut self, batch: Batch) -> Result<(), StoreError> {

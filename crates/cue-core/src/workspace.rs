@@ -18,7 +18,9 @@ use automerge::ActorId;
 use sha2::{Digest, Sha256};
 
 use crate::bundle::{Bundle, BundleError};
-use crate::doc::{Author, ChangeHash, DocError, FileDoc, FileEntry, IndexDoc, WorkspaceMeta};
+use crate::doc::{
+    Author, ChangeHash, ChangeInfo, DocError, FileDoc, FileEntry, IndexDoc, WorkspaceMeta,
+};
 use crate::frontmatter::FmValue;
 use crate::store::{ActivityRow, Batch, BatchOp, DocInfo, DocKey, LocalFile, Store, StoreError};
 use crate::{FileId, PathError, SyncPath, WorkspaceId};
@@ -180,7 +182,7 @@ impl<S: Store> Workspace<S> {
         store.commit(batch)?;
         let mut ws = Self::assemble(store, actor, member, index)?;
         let mut batch = Batch::default();
-        ws.persist_index(&mut batch, None)?;
+        ws.persist_index(&mut batch)?;
         ws.store.commit(batch)?;
         Ok(ws)
     }
@@ -203,7 +205,6 @@ impl<S: Store> Workspace<S> {
         mut store: S,
         bundle: &[u8],
         member: &str,
-        now_ms: i64,
         rng: &mut impl rand::Rng,
     ) -> Result<Self, WorkspaceError> {
         let bundle = Bundle::decode(bundle)?;
@@ -225,7 +226,7 @@ impl<S: Store> Workspace<S> {
             local: BTreeMap::new(),
             tombstone_ms: i64::from(DEFAULT_TOMBSTONE_DAYS) * DAY_MS,
         };
-        ws.merge_bundle(bundle, "the bundle", None, now_ms)?;
+        ws.merge_bundle(bundle, "the bundle", None)?;
         Ok(ws)
     }
 
@@ -287,11 +288,6 @@ impl<S: Store> Workspace<S> {
         Ok(self.index.files()?)
     }
 
-    /// Whether the documents have changes the disk has not caught up with.
-    pub fn documents_ahead_of_disk(&mut self) -> Result<bool, WorkspaceError> {
-        Ok(!self.plan()?.ops.is_empty())
-    }
-
     fn author(&self, now_ms: i64) -> Author<'_> {
         Author {
             member: &self.member,
@@ -324,54 +320,39 @@ impl<S: Store> Workspace<S> {
         path: &str,
     ) -> Result<(), WorkspaceError> {
         let key = DocKey::File(id);
-        let info = self.docs.get(&key).cloned().unwrap_or_default();
         let Some(doc) = self.cache.get_mut(&id) else {
             return Ok(());
         };
+        let since = self
+            .docs
+            .get(&key)
+            .map(|i| i.heads.clone())
+            .unwrap_or_default();
         let heads = doc.heads();
-        if heads == info.heads {
+        if heads == since {
             return Ok(());
         }
-        for c in doc.changes_since(&info.heads) {
-            batch.push(BatchOp::AddActivity(ActivityRow {
-                change: c.hash,
-                time_s: c.time_s,
-                actor: c.actor,
-                file: Some(id),
-                path: path.to_string(),
-                action: c.message,
-            }));
+        for c in doc.changes_since(&since) {
+            batch.push(activity_row(c, Some(id), path.to_string()));
         }
-        let chunks = if info.heads.is_empty() || info.chunks >= COMPACT_AFTER {
-            batch.push(BatchOp::ReplaceDoc {
-                doc: key,
-                snapshot: doc.save(),
-                heads: heads.clone(),
-            });
-            0
-        } else {
-            batch.push(BatchOp::AppendChunk {
-                doc: key,
-                bytes: doc.save_after(&info.heads),
-                heads: heads.clone(),
-            });
-            info.chunks + 1
-        };
-        self.docs.insert(key, DocInfo { heads, chunks });
+        stage_doc(&mut self.docs, key, heads, batch, |after| match after {
+            Some(h) => doc.save_after(h),
+            None => doc.save(),
+        });
         Ok(())
     }
 
-    fn persist_index(
-        &mut self,
-        batch: &mut Batch,
-        file_paths: Option<&BTreeMap<FileId, String>>,
-    ) -> Result<(), WorkspaceError> {
-        let info = self.docs.get(&DocKey::Index).cloned().unwrap_or_default();
+    fn persist_index(&mut self, batch: &mut Batch) -> Result<(), WorkspaceError> {
+        let since = self
+            .docs
+            .get(&DocKey::Index)
+            .map(|i| i.heads.clone())
+            .unwrap_or_default();
         let heads = self.index.heads();
-        if heads == info.heads {
+        if heads == since {
             return Ok(());
         }
-        for c in self.index.changes_since(&info.heads) {
+        for c in self.index.changes_since(&since) {
             let (verb, rest) = c
                 .message
                 .split_once(' ')
@@ -381,32 +362,19 @@ impl<S: Store> Workspace<S> {
                 "rename" => rest.split(" -> ").nth(1).unwrap_or(rest).to_string(),
                 _ => String::new(),
             };
-            let _ = file_paths;
-            batch.push(BatchOp::AddActivity(ActivityRow {
-                change: c.hash,
-                time_s: c.time_s,
-                actor: c.actor,
-                file: None,
-                path,
-                action: c.message,
-            }));
+            batch.push(activity_row(c, None, path));
         }
-        let chunks = if info.heads.is_empty() || info.chunks >= COMPACT_AFTER {
-            batch.push(BatchOp::ReplaceDoc {
-                doc: DocKey::Index,
-                snapshot: self.index.save(),
-                heads: heads.clone(),
-            });
-            0
-        } else {
-            batch.push(BatchOp::AppendChunk {
-                doc: DocKey::Index,
-                bytes: self.index.save_after(&info.heads),
-                heads: heads.clone(),
-            });
-            info.chunks + 1
-        };
-        self.docs.insert(DocKey::Index, DocInfo { heads, chunks });
+        let index = &mut self.index;
+        stage_doc(
+            &mut self.docs,
+            DocKey::Index,
+            heads,
+            batch,
+            |after| match after {
+                Some(h) => index.save_after(h),
+                None => index.save(),
+            },
+        );
         Ok(())
     }
 
@@ -493,7 +461,7 @@ impl<S: Store> Workspace<S> {
         };
         self.persist_file(id, &mut batch, path.as_str())?;
         if self.index.ensure_registered(&author)? {
-            self.persist_index(&mut batch, None)?;
+            self.persist_index(&mut batch)?;
         }
         let file = LocalFile {
             path: path.to_string(),
@@ -567,7 +535,7 @@ impl<S: Store> Workspace<S> {
         self.index.add_file(id, path.as_str(), &author)?;
         let mut batch = Batch::default();
         self.persist_file(id, &mut batch, path.as_str())?;
-        self.persist_index(&mut batch, None)?;
+        self.persist_index(&mut batch)?;
         let file = LocalFile {
             path: path.to_string(),
             hash,
@@ -600,7 +568,7 @@ impl<S: Store> Workspace<S> {
             },
         )?;
         let mut batch = Batch::default();
-        self.persist_index(&mut batch, None)?;
+        self.persist_index(&mut batch)?;
         batch.push(BatchOp::DeleteLocalFile { id });
         self.store.commit(batch)?;
         self.local.remove(&id);
@@ -628,7 +596,7 @@ impl<S: Store> Workspace<S> {
             },
         )?;
         let mut batch = Batch::default();
-        self.persist_index(&mut batch, None)?;
+        self.persist_index(&mut batch)?;
         let file = LocalFile {
             path: to.to_string(),
             ..lf
@@ -894,7 +862,7 @@ impl<S: Store> Workspace<S> {
             },
         )?;
         let mut batch = Batch::default();
-        self.persist_index(&mut batch, None)?;
+        self.persist_index(&mut batch)?;
         self.store.commit(batch)?;
         Ok(target)
     }
@@ -941,11 +909,10 @@ impl<S: Store> Workspace<S> {
         &mut self,
         bytes: &[u8],
         source_name: &str,
-        now_ms: i64,
     ) -> Result<ImportReport, WorkspaceError> {
         let bundle = Bundle::decode(bytes)?;
         let ours = self.index.meta()?.workspace_id;
-        self.merge_bundle(bundle, source_name, Some(ours), now_ms)
+        self.merge_bundle(bundle, source_name, Some(ours))
     }
 
     fn merge_bundle(
@@ -953,7 +920,6 @@ impl<S: Store> Workspace<S> {
         bundle: Bundle,
         source_name: &str,
         expect: Option<WorkspaceId>,
-        _now_ms: i64,
     ) -> Result<ImportReport, WorkspaceError> {
         if let Some(ours) = expect {
             if bundle.workspace != ours {
@@ -1027,7 +993,7 @@ impl<S: Store> Workspace<S> {
         } else {
             report.docs_changed += 1;
         }
-        self.persist_index(&mut batch, None)?;
+        self.persist_index(&mut batch)?;
         self.store.commit(batch)?;
         Ok(report)
     }
@@ -1083,6 +1049,46 @@ impl<S: Store> Workspace<S> {
             .filter(|e| !self.docs.contains_key(&DocKey::File(e.id)))
             .count())
     }
+}
+
+/// Stages a document's new state: its changes appended as one chunk, or the
+/// whole document as one snapshot when it is new or has [`COMPACT_AFTER`] chunks.
+/// `save(Some(heads))` must return the changes after `heads`, `save(None)` the document.
+fn stage_doc(
+    docs: &mut BTreeMap<DocKey, DocInfo>,
+    key: DocKey,
+    heads: Vec<ChangeHash>,
+    batch: &mut Batch,
+    save: impl FnOnce(Option<&[ChangeHash]>) -> Vec<u8>,
+) {
+    let info = docs.get(&key).cloned().unwrap_or_default();
+    let chunks = if info.heads.is_empty() || info.chunks >= COMPACT_AFTER {
+        batch.push(BatchOp::ReplaceDoc {
+            doc: key,
+            snapshot: save(None),
+            heads: heads.clone(),
+        });
+        0
+    } else {
+        batch.push(BatchOp::AppendChunk {
+            doc: key,
+            bytes: save(Some(&info.heads)),
+            heads: heads.clone(),
+        });
+        info.chunks + 1
+    };
+    docs.insert(key, DocInfo { heads, chunks });
+}
+
+fn activity_row(c: ChangeInfo, file: Option<FileId>, path: String) -> BatchOp {
+    BatchOp::AddActivity(ActivityRow {
+        change: c.hash,
+        time_s: c.time_s,
+        actor: c.actor,
+        file,
+        path,
+        action: c.message,
+    })
 }
 
 fn new_actor(rng: &mut impl rand::Rng) -> ActorId {

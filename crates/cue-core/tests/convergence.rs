@@ -97,7 +97,6 @@ impl World {
                 MemStore::default(),
                 &bundle,
                 &format!("member{i}"),
-                1_000,
                 &mut rng,
             )
             .unwrap_or_else(|e| panic!("{e}"));
@@ -278,7 +277,7 @@ impl World {
             .unwrap_or_else(|e| panic!("export: {e}"));
         self.replicas[to]
             .ws
-            .import_bundle(&bundle, "peer", self.now)
+            .import_bundle(&bundle, "peer")
             .unwrap_or_else(|e| panic!("import: {e}"));
         self.replicas[to].checkout();
     }

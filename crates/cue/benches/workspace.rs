@@ -180,7 +180,7 @@ fn phase_clone(base: &Path, n: usize) {
     let t = Instant::now();
     let store = SqliteStore::open(&layout.state_db()).unwrap_or_else(|e| panic!("{e}"));
     let mut rng = StdRng::seed_from_u64(7);
-    let mut ws = Workspace::clone_from_bundle(store, &bundle, "clone", disk::now_ms(), &mut rng)
+    let mut ws = Workspace::clone_from_bundle(store, &bundle, "clone", &mut rng)
         .unwrap_or_else(|e| panic!("{e}"));
     let plan = ws.plan().unwrap_or_else(|e| panic!("{e}"));
     ws.store_mut()
@@ -206,7 +206,7 @@ fn phase_reimport(base: &Path, n: usize) {
     let open_s = t.elapsed().as_secs_f64();
     let t = Instant::now();
     let r = ws
-        .import_bundle(&bundle, "bench", disk::now_ms())
+        .import_bundle(&bundle, "bench")
         .unwrap_or_else(|e| panic!("{e}"));
     let import_s = t.elapsed().as_secs_f64();
     assert_eq!(r.docs_changed, 0);

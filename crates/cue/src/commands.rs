@@ -385,8 +385,7 @@ pub fn import(cwd: &Path, file: &Path) -> Result<()> {
     let bytes = read_bundle(cwd, file)?;
     let mut s = open(cwd)?;
     s.record()?;
-    let report =
-        s.ws.import_bundle(&bytes, &file.display().to_string(), disk::now_ms())?;
+    let report = s.ws.import_bundle(&bytes, &file.display().to_string())?;
     let applied = s.checkout("merging")?;
     println!(
         "Merged {}: {} documents changed, {} already known; {} files written, {} removed.",
@@ -417,7 +416,7 @@ pub fn clone(cwd: &Path, source: &Path, dir: &Path, member: Option<String>) -> R
     make_dirs(&layout)?;
     let member = member_name(member, &Config::default());
     let store = SqliteStore::open(&layout.state_db())?;
-    let ws = Workspace::clone_from_bundle(store, &bytes, &member, disk::now_ms(), &mut rand::rng())
+    let ws = Workspace::clone_from_bundle(store, &bytes, &member, &mut rand::rng())
         .with_context(|| format!("cloning from {}", source.display()))?;
     let meta = ws.meta()?;
     drop(ws);

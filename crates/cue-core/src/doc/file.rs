@@ -12,7 +12,7 @@ use automerge::{
     ROOT,
 };
 
-use super::{change_infos, commit, Author, ChangeHash, ChangeInfo, DocError};
+use super::{commit, Author, ChangeHash, DocError};
 use crate::diff;
 use crate::frontmatter::{self, FmValue};
 use crate::FileId;
@@ -191,11 +191,6 @@ impl FileDoc {
     /// decide that an edit was made concurrently with (or after) a deletion.
     pub fn has_changes_beyond(&mut self, heads: &[ChangeHash]) -> bool {
         self.has_all(heads) && !self.doc.get_changes(heads).is_empty()
-    }
-
-    /// The history since `heads`, for the activity log.
-    pub fn changes_since(&mut self, heads: &[ChangeHash]) -> Vec<ChangeInfo> {
-        change_infos(&mut self.doc, heads)
     }
 }
 

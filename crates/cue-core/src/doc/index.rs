@@ -4,7 +4,7 @@ use automerge::{
     transaction::Transactable, ActorId, AutoCommit, ObjType, ReadDoc, ScalarValue, Value, ROOT,
 };
 
-use super::{change_infos, commit, Author, ChangeHash, ChangeInfo, DocError};
+use super::{commit, Author, ChangeHash, DocError};
 use crate::{FileId, WorkspaceId};
 
 /// Workspace-wide facts every member sees.
@@ -322,11 +322,6 @@ impl IndexDoc {
         let mut fork = self.doc.fork();
         fork.load_incremental(bytes)?;
         Ok(IndexDoc { doc: fork })
-    }
-
-    /// The history since `heads`, for the activity log.
-    pub fn changes_since(&mut self, heads: &[ChangeHash]) -> Vec<ChangeInfo> {
-        change_infos(&mut self.doc, heads)
     }
 
     /// This peer's actor id (hex).

@@ -38,6 +38,11 @@ macro_rules! impl_storage {
                 self.doc.load_incremental(bytes)?;
                 Ok(())
             }
+
+            /// The history since `heads`, for the activity log.
+            pub fn changes_since(&mut self, heads: &[ChangeHash]) -> Vec<$crate::doc::ChangeInfo> {
+                $crate::doc::change_infos(&mut self.doc, heads)
+            }
         }
     };
 }

@@ -206,8 +206,11 @@ fn path_traversal_bundle_is_rejected() {
         .iter_mut()
         .find(|(k, _)| *k == DocKey::Index)
         .unwrap_or_else(|| panic!("no index"));
-    let mut index = IndexDoc::load(&[index_bytes.clone()], automerge::ActorId::from([9u8; 16]))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let mut index = IndexDoc::load(
+        std::slice::from_ref(index_bytes),
+        automerge::ActorId::from([9u8; 16]),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     let file = index.files().unwrap_or_default()[0].id;
     let author = cue_core::doc::Author {
         member: "mallory",
