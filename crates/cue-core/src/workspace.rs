@@ -157,8 +157,53 @@ pub struct Workspace<S: Store> {
     index: IndexDoc,
     docs: BTreeMap<DocKey, DocInfo>,
     cache: HashMap<FileId, FileDoc>,
-    local: BTreeMap<FileId, LocalFile>,
+    local: DiskState,
     tombstone_ms: i64,
+}
+
+/// What this peer last put on disk, by file and by path: every recorded save
+/// looks its file up by path, so the path lookup must not scan every file.
+#[derive(Default)]
+struct DiskState {
+    files: BTreeMap<FileId, LocalFile>,
+    by_path: HashMap<String, FileId>,
+}
+
+impl DiskState {
+    fn new(files: BTreeMap<FileId, LocalFile>) -> Self {
+        let by_path = files.iter().map(|(id, f)| (f.path.clone(), *id)).collect();
+        DiskState { files, by_path }
+    }
+
+    fn get(&self, id: &FileId) -> Option<&LocalFile> {
+        self.files.get(id)
+    }
+
+    fn at_path(&self, path: &str) -> Option<(FileId, &LocalFile)> {
+        let id = self.by_path.get(path)?;
+        self.files.get(id).map(|f| (*id, f))
+    }
+
+    fn insert(&mut self, id: FileId, file: LocalFile) {
+        self.by_path.insert(file.path.clone(), id);
+        if let Some(old) = self.files.insert(id, file) {
+            self.unlink_path(&old.path, id);
+        }
+    }
+
+    fn remove(&mut self, id: &FileId) {
+        if let Some(old) = self.files.remove(id) {
+            self.unlink_path(&old.path, *id);
+        }
+    }
+
+    /// Forgets `path -> id` unless the path now belongs to another file.
+    fn unlink_path(&mut self, path: &str, id: FileId) {
+        if self.by_path.get(path) == Some(&id) && self.files.get(&id).is_none_or(|f| f.path != path)
+        {
+            self.by_path.remove(path);
+        }
+    }
 }
 
 impl<S: Store> Workspace<S> {
@@ -223,7 +268,7 @@ impl<S: Store> Workspace<S> {
             index,
             docs: BTreeMap::new(),
             cache: HashMap::new(),
-            local: BTreeMap::new(),
+            local: DiskState::default(),
             tombstone_ms: i64::from(DEFAULT_TOMBSTONE_DAYS) * DAY_MS,
         };
         ws.merge_bundle(bundle, "the bundle", None)?;
@@ -237,7 +282,7 @@ impl<S: Store> Workspace<S> {
         index: IndexDoc,
     ) -> Result<Self, WorkspaceError> {
         let docs = store.docs()?;
-        let local = store.local_files()?;
+        let local = DiskState::new(store.local_files()?);
         Ok(Workspace {
             store,
             actor,
@@ -272,15 +317,12 @@ impl<S: Store> Workspace<S> {
 
     /// What this peer last put on disk, per file.
     pub fn local_files(&self) -> &BTreeMap<FileId, LocalFile> {
-        &self.local
+        &self.local.files
     }
 
     /// The tracked file at `path`, as last seen on disk.
     pub fn local_by_path(&self, path: &str) -> Option<(FileId, &LocalFile)> {
-        self.local
-            .iter()
-            .find(|(_, f)| f.path == path)
-            .map(|(id, f)| (*id, f))
+        self.local.at_path(path)
     }
 
     /// Every file in the index, live or deleted.
@@ -494,7 +536,7 @@ impl<S: Store> Workspace<S> {
             .keys()
             .filter(|k| matches!(k, DocKey::File(_)))
             .count()
-            <= self.local.len()
+            <= self.local.files.len()
         {
             return Ok(None);
         }
@@ -502,7 +544,7 @@ impl<S: Store> Workspace<S> {
         let Some(id) = layout
             .get(path)
             .copied()
-            .filter(|id| !self.local.contains_key(id))
+            .filter(|id| self.local.get(id).is_none())
         else {
             return Ok(None);
         };
@@ -677,12 +719,7 @@ impl<S: Store> Workspace<S> {
             problems,
         };
         let placed: HashMap<FileId, &SyncPath> = layout.iter().map(|(p, id)| (*id, p)).collect();
-        let on_disk: HashMap<&str, FileId> = self
-            .local
-            .iter()
-            .map(|(id, f)| (f.path.as_str(), *id))
-            .collect();
-        for (id, lf) in &self.local {
+        for (id, lf) in &self.local.files {
             if placed.get(id).map(|p| p.as_str()) == Some(lf.path.as_str()) {
                 continue;
             }
@@ -709,10 +746,7 @@ impl<S: Store> Workspace<S> {
                 continue;
             }
             let heads = info.heads.clone();
-            let expect = on_disk
-                .get(path.as_str())
-                .and_then(|occupant| self.local.get(occupant))
-                .map(|f| f.hash);
+            let expect = self.local.at_path(path.as_str()).map(|(_, f)| f.hash);
             writes.push((*id, path.clone(), heads, expect, here.map(|lf| lf.hash)));
         }
         for (id, path, heads, expect, here_hash) in writes {
@@ -736,12 +770,16 @@ impl<S: Store> Workspace<S> {
         if !synced.is_empty() {
             let mut batch = Batch::default();
             for (id, heads) in synced {
-                if let Some(lf) = self.local.get_mut(&id) {
-                    lf.heads = heads;
+                if let Some(lf) = self.local.get(&id) {
+                    let file = LocalFile {
+                        heads,
+                        ..lf.clone()
+                    };
                     batch.push(BatchOp::PutLocalFile {
                         id,
-                        file: lf.clone(),
+                        file: file.clone(),
                     });
+                    self.local.insert(id, file);
                 }
             }
             self.store.commit(batch)?;
@@ -760,13 +798,12 @@ impl<S: Store> Workspace<S> {
                 heads,
                 ..
             } => {
-                let others: Vec<FileId> = self
+                // The file this one replaces at its path is no longer on disk.
+                if let Some((other, _)) = self
                     .local
-                    .iter()
-                    .filter(|(id, f)| *id != file && f.path == path.as_str())
-                    .map(|(id, _)| *id)
-                    .collect();
-                for other in others {
+                    .at_path(path.as_str())
+                    .filter(|(id, _)| id != file)
+                {
                     batch.push(BatchOp::DeleteLocalFile { id: other });
                     self.local.remove(&other);
                 }
