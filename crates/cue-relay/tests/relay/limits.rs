@@ -83,6 +83,15 @@ async fn a_client_that_keeps_flooding_is_closed_with_4029() {
     assert!(next >= 1);
 }
 
+/// Waits until the reader has counted `n` frames: keeps a producer within a
+/// few frames of it, so the reader's own small queue never overflows.
+async fn wait_until_read(count_rx: &mut watch::Receiver<usize>, n: usize) {
+    timeout(TIMEOUT, count_rx.wait_for(|count| *count >= n))
+        .await
+        .expect("the reader fell behind")
+        .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_stops_reading_is_cut_off_while_others_keep_receiving() {
     let queue = 4;
@@ -134,21 +143,20 @@ async fn a_client_that_stops_reading_is_cut_off_while_others_keep_receiving() {
         payload[..8].copy_from_slice(&(sent as u64).to_be_bytes());
         producer.broadcast(&payload).await;
         sent += 1;
-        let behind = sent.saturating_sub(queue / 2);
-        timeout(TIMEOUT, count_rx.wait_for(|count| *count >= behind))
-            .await
-            .expect("the reader fell behind")
-            .unwrap();
+        wait_until_read(&mut count_rx, sent.saturating_sub(queue / 2)).await;
     }
     eprintln!(
         "stalled peer cut off after {sent} frames of {} KiB",
         payload.len() / 1024
     );
-    // A few more after the cut: the reader still gets everything, in order.
+    // A few more after the cut, paced the same way (a burst of them would make
+    // the reader itself a slow consumer of its 4-frame queue on a loaded
+    // machine): the reader still gets everything, in order.
     for _ in 0..3 {
         payload[..8].copy_from_slice(&(sent as u64).to_be_bytes());
         producer.broadcast(&payload).await;
         sent += 1;
+        wait_until_read(&mut count_rx, sent.saturating_sub(queue / 2)).await;
     }
     producer.broadcast(&(sent as u64).to_be_bytes()).await;
     let (received, saw_leave) = reading.await.unwrap();
