@@ -555,13 +555,7 @@ pub fn restore(cwd: &Path, path: &str) -> Result<()> {
 }
 
 pub fn status(cwd: &Path, json: bool) -> Result<()> {
-    let layout = Layout::find(cwd).with_context(|| {
-        format!(
-            "{} is not inside a CueDeck workspace; run `cue init`",
-            cwd.display()
-        )
-    })?;
-    let mut s = open_at(layout)?;
+    let mut s = open(cwd)?;
     let pending = disk::record_changes(&mut s.ws, &s.layout, &s.filters, true, &|_, _| {})?;
     let meta = s.ws.meta()?;
     let entries = s.ws.entries()?;

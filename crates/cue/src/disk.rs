@@ -383,7 +383,7 @@ pub fn apply_plan<S: Store>(
             } => {
                 let target = layout.to_disk(path);
                 if let Err(why) =
-                    check_parents(layout, path).and_then(|_| check_expected(&target, *expect))
+                    check_parents(layout, path, true).and_then(|_| check_expected(&target, *expect))
                 {
                     done.skipped.push(format!("{path}: {why}"));
                     continue;
@@ -400,8 +400,8 @@ pub fn apply_plan<S: Store>(
             }
             DiskOp::Remove { path, expect, .. } => {
                 let target = layout.to_disk(path);
-                if let Err(why) =
-                    check_parents(layout, path).and_then(|_| check_expected(&target, Some(*expect)))
+                if let Err(why) = check_parents(layout, path, false)
+                    .and_then(|_| check_expected(&target, Some(*expect)))
                 {
                     done.skipped.push(format!("{path}: {why}"));
                     continue;
@@ -423,8 +423,12 @@ pub fn apply_plan<S: Store>(
 }
 
 /// Refuses to write through a symlinked folder (which could lead outside the
-/// workspace) and creates missing folders.
-fn check_parents(layout: &Layout, path: &SyncPath) -> std::result::Result<(), String> {
+/// workspace); with `create`, makes the folders a write needs.
+fn check_parents(
+    layout: &Layout,
+    path: &SyncPath,
+    create: bool,
+) -> std::result::Result<(), String> {
     let (base, rest) = layout.base_and_rest(path);
     let mut dir = base.to_path_buf();
     let parts: Vec<&str> = rest.split('/').collect();
@@ -439,9 +443,10 @@ fn check_parents(layout: &Layout, path: &SyncPath) -> std::result::Result<(), St
             }
             Ok(m) if !m.is_dir() => return Err(format!("{} is not a folder", dir.display())),
             Ok(_) => {}
-            Err(_) => {
+            Err(_) if create => {
                 fs::create_dir(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?
             }
+            Err(_) => return Ok(()), // nothing below a missing folder to check
         }
     }
     Ok(())
@@ -488,11 +493,6 @@ pub fn sync_all_files() {
 
 fn write_file(target: &Path, bytes: &[u8], durable: bool) -> Result<Stat> {
     let dir = target.parent().context("target has no parent folder")?;
-    let name = target
-        .file_name()
-        .map(|n| n.to_string_lossy().to_string())
-        .unwrap_or_default();
-    let _ = name;
     let tmp = dir.join(format!(".cue-{}.tmp", std::process::id()));
     let result = (|| -> std::io::Result<()> {
         let mut f = fs::OpenOptions::new()
