@@ -980,7 +980,8 @@ impl<S: Store> Workspace<S> {
                 theirs,
             });
         }
-        for entry in preview.files()? {
+        let entries = preview.files()?;
+        for entry in &entries {
             if let Err(reason) = SyncPath::parse(&entry.path) {
                 return Err(WorkspaceError::UnsafePath {
                     source_name: source_name.to_string(),
@@ -989,11 +990,7 @@ impl<S: Store> Workspace<S> {
                 });
             }
         }
-        let paths: BTreeMap<FileId, String> = preview
-            .files()?
-            .into_iter()
-            .map(|e| (e.id, e.path))
-            .collect();
+        let paths: BTreeMap<FileId, String> = entries.into_iter().map(|e| (e.id, e.path)).collect();
         let mut report = ImportReport::default();
         let mut batch = Batch::default();
         for (key, bytes) in &bundle.docs {
@@ -1037,11 +1034,15 @@ impl<S: Store> Workspace<S> {
 
     // ---- reading --------------------------------------------------------------------------
 
-    /// Live files with their frontmatter fields, in path order.
-    pub fn files(&mut self) -> Result<Vec<FileSummary>, WorkspaceError> {
+    /// Live files whose path starts with `prefix` (`"cards/"`, or `""` for all),
+    /// with their frontmatter fields, in path order. Only those documents load.
+    pub fn files(&mut self, prefix: &str) -> Result<Vec<FileSummary>, WorkspaceError> {
         let (layout, _) = self.layout()?;
         let mut out = Vec::new();
         for (path, id) in layout {
+            if !path.as_str().starts_with(prefix) {
+                continue;
+            }
             let fields = match self.doc(id)? {
                 Some(doc) if doc.is_ready() => doc.fields()?,
                 _ => Vec::new(),

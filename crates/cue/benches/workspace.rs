@@ -151,7 +151,7 @@ fn phase_import(base: &Path, n: usize) {
     let bundle = ws.export_bundle().unwrap_or_else(|e| panic!("{e}"));
     let export_s = t.elapsed().as_secs_f64();
     std::fs::write(base.join("bundle.cue"), &bundle).unwrap_or_else(|e| panic!("{e}"));
-    for f in ws.files().unwrap_or_else(|e| panic!("{e}")) {
+    for f in ws.files("").unwrap_or_else(|e| panic!("{e}")) {
         let text = std::fs::read_to_string(layout.to_disk(&f.path)).unwrap_or_default();
         let fm: serde_json::Map<String, serde_json::Value> = f
             .fields

@@ -282,9 +282,8 @@ pub fn list(cwd: &Path, status: Option<&str>, json: bool) -> Result<()> {
     s.record()?;
     s.checkout("updating")?;
     let mut cards: Vec<_> =
-        s.ws.files()?
+        s.ws.files("cards/")?
             .into_iter()
-            .filter(|f| f.path.as_str().starts_with("cards/"))
             .map(|f| {
                 let get = |k: &str| field_str(&f.fields, k);
                 let id = Some(get("id"))
