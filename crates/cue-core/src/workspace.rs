@@ -420,6 +420,23 @@ impl<S: Store> Workspace<S> {
         Ok(())
     }
 
+    /// Commits `batch` together with the new on-disk record of one file, then
+    /// updates the in-memory copy (only after the commit succeeded).
+    fn commit_with_local(
+        &mut self,
+        mut batch: Batch,
+        id: FileId,
+        file: LocalFile,
+    ) -> Result<(), WorkspaceError> {
+        batch.push(BatchOp::PutLocalFile {
+            id,
+            file: file.clone(),
+        });
+        self.store.commit(batch)?;
+        self.local.insert(id, file);
+        Ok(())
+    }
+
     // ---- disk -> documents ----------------------------------------------------------
 
     /// Records that the user's file at `path` now holds `text`: a new file, an
@@ -445,12 +462,7 @@ impl<S: Store> Workspace<S> {
                         mtime_ns: stat.mtime_ns,
                         ..lf
                     };
-                    batch.push(BatchOp::PutLocalFile {
-                        id,
-                        file: file.clone(),
-                    });
-                    self.store.commit(batch)?;
-                    self.local.insert(id, file);
+                    self.commit_with_local(batch, id, file)?;
                 }
                 return Ok(Recorded::Unchanged);
             }
@@ -473,19 +485,8 @@ impl<S: Store> Workspace<S> {
         // change. Either way it is not a new edit (recording it would duplicate
         // the text that was merged in).
         if doc.is_ready() && content_hash(doc.render()?.as_bytes()) == hash {
-            let file = LocalFile {
-                path: path.to_string(),
-                hash,
-                size: stat.size,
-                mtime_ns: stat.mtime_ns,
-                heads: doc.heads(),
-            };
-            batch.push(BatchOp::PutLocalFile {
-                id,
-                file: file.clone(),
-            });
-            self.store.commit(batch)?;
-            self.local.insert(id, file);
+            let file = on_disk(path, hash, stat, doc.heads());
+            self.commit_with_local(batch, id, file)?;
             return Ok(Recorded::Unchanged);
         }
         let disk_heads = match base_heads {
@@ -505,19 +506,8 @@ impl<S: Store> Workspace<S> {
         if self.index.ensure_registered(&author)? {
             self.persist_index(&mut batch)?;
         }
-        let file = LocalFile {
-            path: path.to_string(),
-            hash,
-            size: stat.size,
-            mtime_ns: stat.mtime_ns,
-            heads: disk_heads,
-        };
-        batch.push(BatchOp::PutLocalFile {
-            id,
-            file: file.clone(),
-        });
-        self.store.commit(batch)?;
-        self.local.insert(id, file);
+        let file = on_disk(path, hash, stat, disk_heads);
+        self.commit_with_local(batch, id, file)?;
         Ok(Recorded::Edited(id))
     }
 
@@ -578,19 +568,8 @@ impl<S: Store> Workspace<S> {
         let mut batch = Batch::default();
         self.persist_file(id, &mut batch, path.as_str())?;
         self.persist_index(&mut batch)?;
-        let file = LocalFile {
-            path: path.to_string(),
-            hash,
-            size: stat.size,
-            mtime_ns: stat.mtime_ns,
-            heads,
-        };
-        batch.push(BatchOp::PutLocalFile {
-            id,
-            file: file.clone(),
-        });
-        self.store.commit(batch)?;
-        self.local.insert(id, file);
+        let file = on_disk(path, hash, stat, heads);
+        self.commit_with_local(batch, id, file)?;
         Ok(Recorded::Created(id))
     }
 
@@ -643,12 +622,7 @@ impl<S: Store> Workspace<S> {
             path: to.to_string(),
             ..lf
         };
-        batch.push(BatchOp::PutLocalFile {
-            id,
-            file: file.clone(),
-        });
-        self.store.commit(batch)?;
-        self.local.insert(id, file);
+        self.commit_with_local(batch, id, file)?;
         Ok(id)
     }
 
@@ -1127,6 +1101,17 @@ fn activity_row(c: ChangeInfo, file: Option<FileId>, path: String) -> BatchOp {
         path,
         action: c.message,
     })
+}
+
+/// The record of a file as it now is on disk.
+fn on_disk(path: &SyncPath, hash: [u8; 32], stat: Stat, heads: Vec<ChangeHash>) -> LocalFile {
+    LocalFile {
+        path: path.to_string(),
+        hash,
+        size: stat.size,
+        mtime_ns: stat.mtime_ns,
+        heads,
+    }
 }
 
 fn new_actor(rng: &mut impl rand::Rng) -> ActorId {
