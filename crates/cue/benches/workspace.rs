@@ -110,12 +110,8 @@ fn phase_import(base: &Path, n: usize) {
     let store = SqliteStore::open(&layout.state_db()).unwrap_or_else(|e| panic!("{e}"));
     let mut ws = Workspace::create(store, "bench", "bench", disk::now_ms(), &mut rng)
         .unwrap_or_else(|e| panic!("{e}"));
-    ws.store_mut()
-        .begin_bulk()
+    cue::commands::record_all(&mut ws, &layout, &filters, &|_, _| {})
         .unwrap_or_else(|e| panic!("{e}"));
-    disk::record_changes(&mut ws, &layout, &filters, false, &|_, _| {})
-        .unwrap_or_else(|e| panic!("{e}"));
-    ws.store_mut().end_bulk().unwrap_or_else(|e| panic!("{e}"));
     let import_s = t.elapsed().as_secs_f64();
 
     // Edit history: a fifth of the files get five edits each (body lines, a scalar, a tag).
@@ -138,12 +134,8 @@ fn phase_import(base: &Path, n: usize) {
             std::fs::write(&path, &text).unwrap_or_else(|e| panic!("{e}"));
             edits += 1;
         }
-        ws.store_mut()
-            .begin_bulk()
+        cue::commands::record_all(&mut ws, &layout, &filters, &|_, _| {})
             .unwrap_or_else(|e| panic!("{e}"));
-        disk::record_changes(&mut ws, &layout, &filters, false, &|_, _| {})
-            .unwrap_or_else(|e| panic!("{e}"));
-        ws.store_mut().end_bulk().unwrap_or_else(|e| panic!("{e}"));
     }
     let edit_s = t.elapsed().as_secs_f64();
 
@@ -182,14 +174,8 @@ fn phase_clone(base: &Path, n: usize) {
     let mut rng = StdRng::seed_from_u64(7);
     let mut ws = Workspace::clone_from_bundle(store, &bundle, "clone", &mut rng)
         .unwrap_or_else(|e| panic!("{e}"));
-    let plan = ws.plan().unwrap_or_else(|e| panic!("{e}"));
-    ws.store_mut()
-        .begin_bulk()
+    let applied = cue::commands::checkout_all(&mut ws, &layout, false, &|_, _| {})
         .unwrap_or_else(|e| panic!("{e}"));
-    let applied = disk::apply_plan(&mut ws, &layout, plan, false, &|_, _| {})
-        .unwrap_or_else(|e| panic!("{e}"));
-    disk::sync_all_files();
-    ws.store_mut().end_bulk().unwrap_or_else(|e| panic!("{e}"));
     let clone_s = t.elapsed().as_secs_f64();
     assert_eq!(applied.written.len(), n);
     println!(

@@ -62,13 +62,9 @@ impl Session {
     /// Records on-disk edits, with a progress bar when there are many files.
     pub fn record(&mut self) -> Result<Changes> {
         let bar = progress_bar("scanning");
-        self.ws.store_mut().begin_bulk()?;
-        let changes =
-            disk::record_changes(&mut self.ws, &self.layout, &self.filters, false, &|i, n| {
-                tick(&bar, i, n)
-            });
-        self.ws.store_mut().end_bulk()?;
-        let changes = changes?;
+        let changes = record_all(&mut self.ws, &self.layout, &self.filters, &|i, n| {
+            tick(&bar, i, n)
+        })?;
         bar.finish_and_clear();
         for s in &changes.skipped {
             eprintln!("warning: {s}");
@@ -82,29 +78,52 @@ impl Session {
     }
 
     fn checkout_with(&mut self, label: &str, durable: bool) -> Result<Applied> {
-        let plan = self.ws.plan()?;
         let bar = progress_bar(label);
-        // Each written file is recorded in its own transaction, so an interrupted
-        // checkout never leaves a file on disk that the state does not know. A
-        // fresh clone (nobody can have edited yet) writes everything, syncs once
-        // and commits once.
-        if !durable {
-            self.ws.store_mut().begin_bulk()?;
-        }
-        let applied = disk::apply_plan(&mut self.ws, &self.layout, plan, durable, &|i, n| {
+        let applied = checkout_all(&mut self.ws, &self.layout, durable, &|i, n| {
             tick(&bar, i, n)
-        });
-        if !durable {
-            disk::sync_all_files();
-            self.ws.store_mut().end_bulk()?;
-        }
-        let applied = applied?;
+        })?;
         bar.finish_and_clear();
         for s in &applied.skipped {
             eprintln!("warning: {s}");
         }
         Ok(applied)
     }
+}
+
+/// Records every on-disk edit in one SQLite transaction (one fsync for an
+/// import of thousands of files; each file's batch stays all-or-nothing).
+pub fn record_all(
+    ws: &mut Workspace<SqliteStore>,
+    layout: &Layout,
+    filters: &Filters,
+    progress: &dyn Fn(u64, u64),
+) -> Result<Changes> {
+    ws.store_mut().begin_bulk()?;
+    let changes = disk::record_changes(ws, layout, filters, false, progress);
+    ws.store_mut().end_bulk()?;
+    changes
+}
+
+/// Writes what the documents say that the disk does not show yet. Each written
+/// file is recorded in its own transaction, so an interrupted checkout never
+/// leaves a file on disk that the state does not know. Not `durable` (a fresh
+/// clone: nobody can have edited yet): write everything, sync once, commit once.
+pub fn checkout_all(
+    ws: &mut Workspace<SqliteStore>,
+    layout: &Layout,
+    durable: bool,
+    progress: &dyn Fn(u64, u64),
+) -> Result<Applied> {
+    let plan = ws.plan()?;
+    if !durable {
+        ws.store_mut().begin_bulk()?;
+    }
+    let applied = disk::apply_plan(ws, layout, plan, durable, progress);
+    if !durable {
+        disk::sync_all_files();
+        ws.store_mut().end_bulk()?;
+    }
+    applied
 }
 
 fn progress_bar(label: &str) -> ProgressBar {
