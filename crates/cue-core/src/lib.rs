@@ -17,6 +17,7 @@ pub mod frontmatter;
 pub mod ids;
 pub mod path;
 pub mod store;
+pub mod sync;
 pub mod workspace;
 
 pub use ids::{FileId, WorkspaceId};

@@ -19,6 +19,7 @@ use sha2::{Digest, Sha256};
 
 use crate::bundle::{Bundle, BundleError};
 use crate::doc::{
+    SyncState,
     Author, ChangeHash, ChangeInfo, DocError, FileDoc, FileEntry, IndexDoc, WorkspaceMeta,
 };
 use crate::frontmatter::FmValue;
@@ -159,6 +160,14 @@ pub struct Workspace<S: Store> {
     cache: HashMap<FileId, FileDoc>,
     local: DiskState,
     tombstone_ms: i64,
+    /// What merges from peers have staged; committed by [`Workspace::commit_remote`].
+    remote: Batch,
+}
+
+/// Either kind of document, for merges that treat both alike.
+enum DocMut<'a> {
+    Index(&'a mut IndexDoc),
+    File(&'a mut FileDoc),
 }
 
 /// What this peer last put on disk, by file and by path: every recorded save
@@ -247,12 +256,21 @@ impl<S: Store> Workspace<S> {
 
     /// Makes a new peer of an existing workspace from a bundle.
     pub fn clone_from_bundle(
-        mut store: S,
+        store: S,
         bundle: &[u8],
         member: &str,
         rng: &mut impl rand::Rng,
     ) -> Result<Self, WorkspaceError> {
         let bundle = Bundle::decode(bundle)?;
+        let mut ws = Self::join(store, member, rng)?;
+        ws.merge_bundle(bundle, "the bundle", None)?;
+        Ok(ws)
+    }
+
+    /// Makes a new, still empty peer of an existing workspace that will be
+    /// filled by live sync (`cue clone CODE`): the index and every file arrive
+    /// from peers. [`Self::workspace_id`] is `None` until the index has come.
+    pub fn join(mut store: S, member: &str, rng: &mut impl rand::Rng) -> Result<Self, WorkspaceError> {
         let actor = new_actor(rng);
         let mut batch = Batch::default();
         batch.push(BatchOp::PutMeta {
@@ -261,18 +279,7 @@ impl<S: Store> Workspace<S> {
         });
         store.commit(batch)?;
         let index = IndexDoc::empty(actor.clone());
-        let mut ws = Workspace {
-            store,
-            actor,
-            member: member.to_string(),
-            index,
-            docs: BTreeMap::new(),
-            cache: HashMap::new(),
-            local: DiskState::default(),
-            tombstone_ms: i64::from(DEFAULT_TOMBSTONE_DAYS) * DAY_MS,
-        };
-        ws.merge_bundle(bundle, "the bundle", None)?;
-        Ok(ws)
+        Self::assemble(store, actor, member, index)
     }
 
     fn assemble(
@@ -292,6 +299,7 @@ impl<S: Store> Workspace<S> {
             cache: HashMap::new(),
             local,
             tombstone_ms: i64::from(DEFAULT_TOMBSTONE_DAYS) * DAY_MS,
+            remote: Batch::default(),
         })
     }
 
@@ -346,6 +354,9 @@ impl<S: Store> Workspace<S> {
             };
             let doc = FileDoc::load(&chunks, self.actor.clone())?;
             if self.cache.len() >= CACHE_DOCS {
+                // An evicted document reloads from the store, so what remote
+                // merges staged must be there first.
+                self.commit_remote()?;
                 if let Some(victim) = self.cache.keys().next().copied() {
                     self.cache.remove(&victim);
                 }
@@ -1004,6 +1015,145 @@ impl<S: Store> Workspace<S> {
         self.persist_index(&mut batch)?;
         self.store.commit(batch)?;
         Ok(report)
+    }
+
+    // ---- live sync ------------------------------------------------------------------------
+
+    /// The stored heads of every document: what the sync engine compares
+    /// between peers without loading any document.
+    pub fn doc_heads(&self) -> &BTreeMap<DocKey, DocInfo> {
+        &self.docs
+    }
+
+    /// The workspace's id, or `None` before a clone has received the index.
+    pub fn workspace_id(&self) -> Option<WorkspaceId> {
+        self.index.meta().ok().map(|m| m.workspace_id)
+    }
+
+    /// The changes of `key` after `heads`: the body of a broadcast edit.
+    pub fn changes_after(
+        &mut self,
+        key: DocKey,
+        heads: &[ChangeHash],
+    ) -> Result<Vec<u8>, WorkspaceError> {
+        Ok(match key {
+            DocKey::Index => self.index.save_after(heads),
+            DocKey::File(id) => match self.doc(id)? {
+                Some(doc) => doc.save_after(heads),
+                None => Vec::new(),
+            },
+        })
+    }
+
+    /// Whether `key` holds every change in `heads`; false means a gap that
+    /// only the sync protocol can fill.
+    pub fn has_heads(&mut self, key: DocKey, heads: &[ChangeHash]) -> Result<bool, WorkspaceError> {
+        if heads.is_empty() {
+            return Ok(true);
+        }
+        Ok(match key {
+            DocKey::Index => self.index.has_all(heads),
+            DocKey::File(id) => match self.doc(id)? {
+                Some(doc) => doc.has_all(heads),
+                None => false,
+            },
+        })
+    }
+
+    /// Merges changes a peer broadcast. Staged: nothing is durable (and
+    /// nothing may be acknowledged) before [`Self::commit_remote`].
+    pub fn merge_changes(&mut self, key: DocKey, bytes: &[u8]) -> Result<bool, WorkspaceError> {
+        self.with_remote_doc(key, |doc| match doc {
+            DocMut::Index(d) => d.apply(bytes),
+            DocMut::File(d) => d.apply(bytes),
+        })
+    }
+
+    /// The next automerge sync message for `key`, for the peer whose sync
+    /// state this is; `None` when that peer is known to be up to date.
+    pub fn sync_message(
+        &mut self,
+        key: DocKey,
+        state: &mut SyncState,
+    ) -> Result<Option<Vec<u8>>, WorkspaceError> {
+        Ok(match key {
+            DocKey::Index => self.index.sync_generate(state),
+            DocKey::File(id) => match self.doc(id)? {
+                Some(doc) => doc.sync_generate(state),
+                None => FileDoc::empty(self.actor.clone()).sync_generate(state),
+            },
+        })
+    }
+
+    /// Takes in a sync message for `key`; staged like [`Self::merge_changes`].
+    pub fn receive_sync(
+        &mut self,
+        key: DocKey,
+        state: &mut SyncState,
+        message: &[u8],
+    ) -> Result<bool, WorkspaceError> {
+        self.with_remote_doc(key, |doc| match doc {
+            DocMut::Index(d) => d.sync_receive(state, message),
+            DocMut::File(d) => d.sync_receive(state, message),
+        })
+    }
+
+    /// Runs a remote merge on the index or a file document (created empty if
+    /// this peer has never seen it) and stages what changed.
+    fn with_remote_doc(
+        &mut self,
+        key: DocKey,
+        merge: impl FnOnce(DocMut<'_>) -> Result<(), DocError>,
+    ) -> Result<bool, WorkspaceError> {
+        let before = self
+            .docs
+            .get(&key)
+            .map(|i| i.heads.clone())
+            .unwrap_or_default();
+        let mut batch = std::mem::take(&mut self.remote);
+        let result = match key {
+            DocKey::Index => merge(DocMut::Index(&mut self.index))
+                .map_err(WorkspaceError::from)
+                .and_then(|()| self.persist_index(&mut batch)),
+            DocKey::File(id) => {
+                if self.doc(id)?.is_none() {
+                    self.cache.insert(id, FileDoc::empty(self.actor.clone()));
+                }
+                let applied = match self.cache.get_mut(&id) {
+                    Some(doc) => merge(DocMut::File(doc)).map_err(WorkspaceError::from),
+                    None => Ok(()),
+                };
+                let path = self.index.file(id)?.map(|e| e.path).unwrap_or_default();
+                applied.and_then(|()| self.persist_file(id, &mut batch, &path))
+            }
+        };
+        self.remote = batch;
+        result?;
+        Ok(self.docs.get(&key).map(|i| i.heads.as_slice()) != Some(before.as_slice()))
+    }
+
+    /// Stages a metadata value to be committed with the remote merges.
+    pub fn stage_meta(&mut self, key: &str, value: Vec<u8>) {
+        self.remote.push(BatchOp::PutMeta {
+            key: key.to_string(),
+            value,
+        });
+    }
+
+    /// Makes every staged remote merge durable in one transaction.
+    pub fn commit_remote(&mut self) -> Result<(), WorkspaceError> {
+        let batch = std::mem::take(&mut self.remote);
+        if !batch.is_empty() {
+            self.store.commit(batch)?;
+        }
+        // Documents that arrived from peers were cached as they merged.
+        while self.cache.len() > CACHE_DOCS {
+            let Some(victim) = self.cache.keys().next().copied() else {
+                break;
+            };
+            self.cache.remove(&victim);
+        }
+        Ok(())
     }
 
     // ---- reading --------------------------------------------------------------------------

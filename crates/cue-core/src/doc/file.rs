@@ -180,13 +180,6 @@ impl FileDoc {
         Ok(())
     }
 
-    /// Whether this document holds every change in `heads`.
-    pub fn has_all(&mut self, heads: &[ChangeHash]) -> bool {
-        heads
-            .iter()
-            .all(|h| self.doc.get_change_by_hash(h).is_some())
-    }
-
     /// Whether the document has changes that `heads` does not cover: used to
     /// decide that an edit was made concurrently with (or after) a deletion.
     pub fn has_changes_beyond(&mut self, heads: &[ChangeHash]) -> bool {

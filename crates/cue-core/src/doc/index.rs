@@ -112,6 +112,11 @@ impl IndexDoc {
         }
     }
 
+    /// A joining peer's index before the first sync: no files yet, not an error.
+    fn is_blank(&self) -> bool {
+        self.doc.length(ROOT) == 0
+    }
+
     fn files_obj(&self) -> Result<automerge::ObjId, DocError> {
         self.obj("files")
     }
@@ -174,6 +179,9 @@ impl IndexDoc {
 
     /// Every file the index knows, live or deleted, in file-id order.
     pub fn files(&self) -> Result<Vec<FileEntry>, DocError> {
+        if self.is_blank() {
+            return Ok(Vec::new());
+        }
         let files = self.files_obj()?;
         let mut out = Vec::new();
         for item in self.doc.map_range(&files, ..) {
@@ -189,6 +197,9 @@ impl IndexDoc {
 
     /// One file's entry.
     pub fn file(&self, id: FileId) -> Result<Option<FileEntry>, DocError> {
+        if self.is_blank() {
+            return Ok(None);
+        }
         let files = self.files_obj()?;
         match self.doc.get(&files, id.to_hex())? {
             Some((Value::Object(ObjType::Map), obj)) => self.entry_at(id, &obj),

@@ -39,6 +39,32 @@ macro_rules! impl_storage {
                 Ok(())
             }
 
+            /// Whether this document holds every change in `heads`.
+            pub fn has_all(&mut self, heads: &[ChangeHash]) -> bool {
+                heads
+                    .iter()
+                    .all(|h| self.doc.get_change_by_hash(h).is_some())
+            }
+
+            /// The next automerge sync message for the peer whose state is `state`.
+            pub fn sync_generate(&mut self, state: &mut $crate::doc::SyncState) -> Option<Vec<u8>> {
+                use automerge::sync::SyncDoc;
+                self.doc.sync().generate_sync_message(state).map(|m| m.encode())
+            }
+
+            /// Takes in an automerge sync message from the peer whose state is `state`.
+            pub fn sync_receive(
+                &mut self,
+                state: &mut $crate::doc::SyncState,
+                message: &[u8],
+            ) -> Result<(), DocError> {
+                use automerge::sync::SyncDoc;
+                let message = automerge::sync::Message::decode(message)
+                    .map_err(|_| DocError::BadSyncMessage)?;
+                self.doc.sync().receive_sync_message(state, message)?;
+                Ok(())
+            }
+
             /// The history since `heads`, for the activity log.
             pub fn changes_since(&mut self, heads: &[ChangeHash]) -> Vec<$crate::doc::ChangeInfo> {
                 $crate::doc::change_infos(&mut self.doc, heads)
@@ -51,6 +77,7 @@ pub(crate) use impl_storage;
 mod file;
 mod index;
 
+pub use automerge::sync::State as SyncState;
 pub use automerge::ChangeHash;
 pub use file::FileDoc;
 pub use index::{FileEntry, IndexDoc, Tombstone, WorkspaceMeta};
@@ -63,6 +90,8 @@ pub enum DocError {
     Corrupt(#[from] automerge::AutomergeError),
     #[error("document is missing its {0:?} field (written by an incompatible peer?)")]
     Shape(&'static str),
+    #[error("a peer sent a sync message that does not decode")]
+    BadSyncMessage,
 }
 
 /// Who makes a change and when: recorded in each automerge change so the

@@ -1,0 +1,496 @@
+//! The messages peers exchange inside sealed payloads, and how they are packed.
+//!
+//! A sealed payload opens to an envelope: `version u8 | stream u32 | part u32 |
+//! parts u32 | data`. The data of all parts of one stream, joined, is a batch of
+//! messages, each `kind u8 | length u32 | body`. Batching lets one frame carry
+//! the sync messages of hundreds of small documents (the relay limits frames per
+//! second, not bytes); parts let one message exceed the relay's frame limit.
+//! Integers are big-endian; byte strings and lists carry a u32 length.
+
+use std::collections::{BTreeMap, HashMap};
+
+use cue_wire::PeerId;
+
+use crate::doc::ChangeHash;
+use crate::store::DocKey;
+use crate::FileId;
+
+/// The envelope version this build writes and reads.
+pub const ENVELOPE_VERSION: u8 = 1;
+/// The protocol a peer speaks, announced in its [`Message::Handshake`].
+pub const PROTOCOL: u16 = 1;
+/// Envelope bytes before the data.
+const ENVELOPE_HEAD: usize = 13;
+/// Data bytes per part: a sealed part fits the relay's frame limit with room to spare.
+pub const PART_BYTES: usize = cue_wire::MAX_FRAME_BYTES - 1024;
+/// Largest batch a peer accepts: a 16 MiB file with its history, with margin.
+pub const MAX_BATCH_BYTES: usize = 96 * 1024 * 1024;
+/// Unfinished streams kept per sender; older ones are dropped (the sync
+/// protocol repairs whatever a dropped stream carried).
+const MAX_OPEN_STREAMS: usize = 4;
+
+/// One protocol message. The kinds are the seed's; catch-up runs automerge's
+/// own sync protocol per document, and only documents whose heads differ
+/// between two peers are synced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message {
+    /// Sent on joining a room and to every peer that joins later: who we are
+    /// and a digest of every document's heads, equal only if the replicas are.
+    Handshake {
+        protocol: u16,
+        member: String,
+        digest: [u8; 32],
+    },
+    /// "Here is a short hash of each document's heads; sync the ones that differ."
+    /// `full`: sync every document regardless (after a long time offline).
+    SyncRequest {
+        full: bool,
+        entries: Vec<(DocKey, [u8; 8])>,
+    },
+    /// One automerge sync message for one document.
+    SyncResponse { doc: DocKey, sync: Vec<u8> },
+    /// A local edit, broadcast at once: the changes after `deps`.
+    Change {
+        id: u64,
+        doc: DocKey,
+        deps: Vec<ChangeHash>,
+        bytes: Vec<u8>,
+    },
+    /// Periodic liveness, carrying the digest so a missed message is noticed.
+    Heartbeat { digest: [u8; 32] },
+    /// "Change `id` is merged and on my disk": the sender may count it as delivered.
+    Ack { id: u64, doc: DocKey },
+}
+
+/// Why a payload could not be read as messages.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum MessageError {
+    #[error("message ends early (wanted {wanted} more bytes)")]
+    Truncated { wanted: usize },
+    #[error("envelope version {0} is not supported by this build (it speaks {ENVELOPE_VERSION}); update cue")]
+    Version(u8),
+    #[error("unknown message kind {0}")]
+    UnknownKind(u8),
+    #[error("invalid message: {0}")]
+    Invalid(&'static str),
+    #[error("message of {0} bytes exceeds the limit of {MAX_BATCH_BYTES} bytes")]
+    TooLarge(usize),
+}
+
+const HANDSHAKE: u8 = 1;
+const SYNC_REQUEST: u8 = 2;
+const SYNC_RESPONSE: u8 = 3;
+const CHANGE: u8 = 4;
+const HEARTBEAT: u8 = 5;
+const ACK: u8 = 6;
+
+struct Writer(Vec<u8>);
+
+impl Writer {
+    fn u8(&mut self, v: u8) {
+        self.0.push(v);
+    }
+    fn u16(&mut self, v: u16) {
+        self.0.extend_from_slice(&v.to_be_bytes());
+    }
+    fn u32(&mut self, v: usize) {
+        let v = u32::try_from(v).unwrap_or(u32::MAX);
+        self.0.extend_from_slice(&v.to_be_bytes());
+    }
+    fn u64(&mut self, v: u64) {
+        self.0.extend_from_slice(&v.to_be_bytes());
+    }
+    fn bytes(&mut self, b: &[u8]) {
+        self.u32(b.len());
+        self.0.extend_from_slice(b);
+    }
+    fn doc(&mut self, key: DocKey) {
+        match key {
+            DocKey::Index => self.u8(0),
+            DocKey::File(id) => {
+                self.u8(1);
+                self.0.extend_from_slice(&id.0);
+            }
+        }
+    }
+    fn hashes(&mut self, hashes: &[ChangeHash]) {
+        self.u32(hashes.len());
+        for h in hashes {
+            self.0.extend_from_slice(&h.0);
+        }
+    }
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], MessageError> {
+        if self.0.len() < n {
+            return Err(MessageError::Truncated {
+                wanted: n - self.0.len(),
+            });
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Ok(head)
+    }
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], MessageError> {
+        let mut out = [0u8; N];
+        out.copy_from_slice(self.take(N)?);
+        Ok(out)
+    }
+    fn u8(&mut self) -> Result<u8, MessageError> {
+        Ok(self.array::<1>()?[0])
+    }
+    fn u16(&mut self) -> Result<u16, MessageError> {
+        Ok(u16::from_be_bytes(self.array()?))
+    }
+    fn u32(&mut self) -> Result<usize, MessageError> {
+        Ok(u32::from_be_bytes(self.array()?) as usize)
+    }
+    fn u64(&mut self) -> Result<u64, MessageError> {
+        Ok(u64::from_be_bytes(self.array()?))
+    }
+    fn bytes(&mut self) -> Result<&'a [u8], MessageError> {
+        let n = self.u32()?;
+        self.take(n)
+    }
+    /// A count of items of at least `min_size` bytes each, checked against
+    /// what is left so a forged count cannot make us allocate.
+    fn count(&mut self, min_size: usize) -> Result<usize, MessageError> {
+        let n = self.u32()?;
+        if n.saturating_mul(min_size) > self.0.len() {
+            return Err(MessageError::Truncated {
+                wanted: n.saturating_mul(min_size) - self.0.len(),
+            });
+        }
+        Ok(n)
+    }
+    fn doc(&mut self) -> Result<DocKey, MessageError> {
+        match self.u8()? {
+            0 => Ok(DocKey::Index),
+            1 => Ok(DocKey::File(FileId(self.array()?))),
+            _ => Err(MessageError::Invalid("unknown document key tag")),
+        }
+    }
+    fn hashes(&mut self) -> Result<Vec<ChangeHash>, MessageError> {
+        let n = self.count(32)?;
+        (0..n).map(|_| Ok(ChangeHash(self.array()?))).collect()
+    }
+    fn done(&self) -> Result<(), MessageError> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(MessageError::Invalid("trailing bytes after message"))
+        }
+    }
+}
+
+impl Message {
+    fn kind(&self) -> u8 {
+        match self {
+            Message::Handshake { .. } => HANDSHAKE,
+            Message::SyncRequest { .. } => SYNC_REQUEST,
+            Message::SyncResponse { .. } => SYNC_RESPONSE,
+            Message::Change { .. } => CHANGE,
+            Message::Heartbeat { .. } => HEARTBEAT,
+            Message::Ack { .. } => ACK,
+        }
+    }
+
+    fn encode_body(&self, w: &mut Writer) {
+        match self {
+            Message::Handshake {
+                protocol,
+                member,
+                digest,
+            } => {
+                w.u16(*protocol);
+                w.bytes(member.as_bytes());
+                w.0.extend_from_slice(digest);
+            }
+            Message::SyncRequest { full, entries } => {
+                w.u8(u8::from(*full));
+                w.u32(entries.len());
+                for (doc, hash) in entries {
+                    w.doc(*doc);
+                    w.0.extend_from_slice(hash);
+                }
+            }
+            Message::SyncResponse { doc, sync } => {
+                w.doc(*doc);
+                w.bytes(sync);
+            }
+            Message::Change {
+                id,
+                doc,
+                deps,
+                bytes,
+            } => {
+                w.u64(*id);
+                w.doc(*doc);
+                w.hashes(deps);
+                w.bytes(bytes);
+            }
+            Message::Heartbeat { digest } => w.0.extend_from_slice(digest),
+            Message::Ack { id, doc } => {
+                w.u64(*id);
+                w.doc(*doc);
+            }
+        }
+    }
+
+    fn decode_body(kind: u8, body: &[u8]) -> Result<Message, MessageError> {
+        let mut r = Reader(body);
+        let msg = match kind {
+            HANDSHAKE => Message::Handshake {
+                protocol: r.u16()?,
+                member: String::from_utf8(r.bytes()?.to_vec())
+                    .map_err(|_| MessageError::Invalid("member name is not UTF-8"))?,
+                digest: r.array()?,
+            },
+            SYNC_REQUEST => {
+                let full = r.u8()? != 0;
+                let n = r.count(9)?;
+                let mut entries = Vec::with_capacity(n);
+                for _ in 0..n {
+                    entries.push((r.doc()?, r.array()?));
+                }
+                Message::SyncRequest { full, entries }
+            }
+            SYNC_RESPONSE => Message::SyncResponse {
+                doc: r.doc()?,
+                sync: r.bytes()?.to_vec(),
+            },
+            CHANGE => Message::Change {
+                id: r.u64()?,
+                doc: r.doc()?,
+                deps: r.hashes()?,
+                bytes: r.bytes()?.to_vec(),
+            },
+            HEARTBEAT => Message::Heartbeat { digest: r.array()? },
+            ACK => Message::Ack {
+                id: r.u64()?,
+                doc: r.doc()?,
+            },
+            other => return Err(MessageError::UnknownKind(other)),
+        };
+        r.done()?;
+        Ok(msg)
+    }
+}
+
+/// Encodes messages as one batch.
+pub fn encode_batch(msgs: &[Message]) -> Vec<u8> {
+    let mut w = Writer(Vec::new());
+    for m in msgs {
+        w.u8(m.kind());
+        let mut body = Writer(Vec::new());
+        m.encode_body(&mut body);
+        w.bytes(&body.0);
+    }
+    w.0
+}
+
+/// Decodes a batch; one bad message refuses the whole batch.
+pub fn decode_batch(data: &[u8]) -> Result<Vec<Message>, MessageError> {
+    let mut r = Reader(data);
+    let mut out = Vec::new();
+    while !r.0.is_empty() {
+        let kind = r.u8()?;
+        let body = r.bytes()?;
+        out.push(Message::decode_body(kind, body)?);
+    }
+    Ok(out)
+}
+
+/// Splits messages into envelopes (plaintexts of sealed frames): as many
+/// messages per envelope as fit, and one message larger than a frame split
+/// into parts of one stream. `next_stream` numbers streams per sender.
+pub fn pack(msgs: &[Message], next_stream: &mut u32) -> Vec<Vec<u8>> {
+    let mut envelopes = Vec::new();
+    let mut batch = Vec::new();
+    let mut flush = |batch: &mut Vec<u8>, envelopes: &mut Vec<Vec<u8>>| {
+        if batch.is_empty() {
+            return;
+        }
+        let parts: Vec<&[u8]> = batch.chunks(PART_BYTES).collect();
+        let stream = *next_stream;
+        *next_stream = next_stream.wrapping_add(1);
+        for (i, part) in parts.iter().enumerate() {
+            let mut env = Vec::with_capacity(ENVELOPE_HEAD + part.len());
+            env.push(ENVELOPE_VERSION);
+            env.extend_from_slice(&stream.to_be_bytes());
+            env.extend_from_slice(&(i as u32).to_be_bytes());
+            env.extend_from_slice(&(parts.len() as u32).to_be_bytes());
+            env.extend_from_slice(part);
+            envelopes.push(env);
+        }
+        batch.clear();
+    };
+    for m in msgs {
+        let one = encode_batch(std::slice::from_ref(m));
+        if !batch.is_empty() && batch.len() + one.len() > PART_BYTES {
+            flush(&mut batch, &mut envelopes);
+        }
+        batch.extend_from_slice(&one);
+    }
+    flush(&mut batch, &mut envelopes);
+    envelopes
+}
+
+struct Partial {
+    parts: u32,
+    got: BTreeMap<u32, Vec<u8>>,
+    bytes: usize,
+}
+
+/// Joins the parts of each sender's streams back into batches.
+#[derive(Default)]
+pub struct Reassembler {
+    open: HashMap<PeerId, BTreeMap<u32, Partial>>,
+}
+
+impl Reassembler {
+    /// Takes one opened envelope; returns the messages once a batch is complete.
+    pub fn push(&mut self, from: PeerId, envelope: &[u8]) -> Result<Vec<Message>, MessageError> {
+        let mut r = Reader(envelope);
+        let version = r.u8()?;
+        if version != ENVELOPE_VERSION {
+            return Err(MessageError::Version(version));
+        }
+        let stream = u32::try_from(r.u32()?).unwrap_or(u32::MAX);
+        let part = u32::try_from(r.u32()?).unwrap_or(u32::MAX);
+        let parts = u32::try_from(r.u32()?).unwrap_or(u32::MAX);
+        let data = r.0;
+        if parts == 0 || part >= parts {
+            return Err(MessageError::Invalid("part number out of range"));
+        }
+        if (parts as usize).saturating_mul(PART_BYTES) > MAX_BATCH_BYTES + PART_BYTES {
+            return Err(MessageError::TooLarge(
+                (parts as usize).saturating_mul(PART_BYTES),
+            ));
+        }
+        if parts == 1 {
+            return decode_batch(data);
+        }
+        let streams = self.open.entry(from).or_default();
+        let partial = streams.entry(stream).or_insert_with(|| Partial {
+            parts,
+            got: BTreeMap::new(),
+            bytes: 0,
+        });
+        if partial.parts != parts {
+            streams.remove(&stream);
+            return Err(MessageError::Invalid("parts of one stream disagree on their count"));
+        }
+        if partial.got.insert(part, data.to_vec()).is_none() {
+            partial.bytes += data.len();
+        }
+        if partial.bytes > MAX_BATCH_BYTES {
+            streams.remove(&stream);
+            return Err(MessageError::TooLarge(MAX_BATCH_BYTES + 1));
+        }
+        if partial.got.len() as u32 == partial.parts {
+            let Some(done) = streams.remove(&stream) else {
+                return Ok(Vec::new());
+            };
+            let data: Vec<u8> = done.got.into_values().flatten().collect();
+            return decode_batch(&data);
+        }
+        while streams.len() > MAX_OPEN_STREAMS {
+            // Stream numbers wrap rarely; dropping the lowest is dropping the oldest.
+            let Some(oldest) = streams.keys().next().copied() else {
+                break;
+            };
+            streams.remove(&oldest);
+        }
+        Ok(Vec::new())
+    }
+
+    /// Forgets a peer's unfinished streams (it left the room).
+    pub fn forget(&mut self, peer: &PeerId) {
+        self.open.remove(peer);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn samples() -> Vec<Message> {
+        let id = FileId([9; 16]);
+        vec![
+            Message::Handshake {
+                protocol: PROTOCOL,
+                member: "ana".into(),
+                digest: [1; 32],
+            },
+            Message::SyncRequest {
+                full: true,
+                entries: vec![(DocKey::Index, [2; 8]), (DocKey::File(id), [3; 8])],
+            },
+            Message::SyncResponse {
+                doc: DocKey::File(id),
+                sync: vec![4; 100],
+            },
+            Message::Change {
+                id: 77,
+                doc: DocKey::Index,
+                deps: vec![ChangeHash([5; 32])],
+                bytes: vec![6; 10],
+            },
+            Message::Heartbeat { digest: [7; 32] },
+            Message::Ack {
+                id: 77,
+                doc: DocKey::File(id),
+            },
+        ]
+    }
+
+    #[test]
+    fn every_kind_round_trips_in_one_envelope() {
+        let msgs = samples();
+        let mut stream = 0;
+        let envs = pack(&msgs, &mut stream);
+        assert_eq!(envs.len(), 1);
+        let mut r = Reassembler::default();
+        assert_eq!(r.push(PeerId([1; 16]), &envs[0]), Ok(msgs));
+    }
+
+    #[test]
+    fn a_large_message_is_split_and_joined_in_any_order() {
+        let big = Message::SyncResponse {
+            doc: DocKey::Index,
+            sync: (0..3 * PART_BYTES).map(|i| i as u8).collect(),
+        };
+        let mut stream = 5;
+        let mut envs = pack(&[big.clone()], &mut stream);
+        assert_eq!(envs.len(), 4);
+        assert_eq!(stream, 6);
+        assert!(envs.iter().all(|e| e.len() <= PART_BYTES + ENVELOPE_HEAD));
+        envs.reverse();
+        let mut r = Reassembler::default();
+        let mut got = Vec::new();
+        for e in &envs {
+            got.extend(r.push(PeerId([1; 16]), e).expect("valid part"));
+        }
+        assert_eq!(got, vec![big]);
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        let mut r = Reassembler::default();
+        let p = PeerId([1; 16]);
+        assert!(r.push(p, &[]).is_err());
+        assert_eq!(r.push(p, &[9, 0, 0, 0, 0]), Err(MessageError::Version(9)));
+        let mut env = vec![ENVELOPE_VERSION, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+        env.extend_from_slice(&[CHANGE, 0, 0, 0, 3, 1, 2, 3]);
+        assert!(matches!(r.push(p, &env), Err(MessageError::Truncated { .. })));
+        let mut env = vec![ENVELOPE_VERSION, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+        env.extend_from_slice(&[SYNC_REQUEST, 0, 0, 0, 5, 0, 0xff, 0xff, 0xff, 0xff]);
+        assert!(matches!(r.push(p, &env), Err(MessageError::Truncated { .. })));
+        let env = [ENVELOPE_VERSION, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff];
+        assert!(r.push(p, &env).is_err());
+    }
+}

@@ -1,0 +1,10 @@
+//! Live sync between peers through a relay, with no I/O: the sealed envelope,
+//! the protocol messages, and the engine that decides what to send.
+
+mod engine;
+pub mod message;
+pub mod seal;
+
+pub use engine::{Output, SyncEngine, SyncProblem, SyncStatus, HEARTBEAT_MS, LAST_SYNC_META};
+pub use message::{Message, MessageError};
+pub use seal::{SealError, Sealer, WorkspaceKey};

@@ -1,0 +1,282 @@
+//! The sync engine between in-memory peers and an in-memory relay that routes
+//! exactly like `cue-relay` (Welcome, PeerJoined, Broadcast, Direct), so the
+//! protocol is checked without sockets: joining from nothing, live edits,
+//! concurrent edits, a lost message (gap), a large file, and a wrong key.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use cue_core::store::MemStore;
+use cue_core::sync::{SyncEngine, SyncProblem, WorkspaceKey};
+use cue_core::workspace::{DiskOp, Stat};
+use cue_core::{SyncPath, Workspace};
+use cue_wire::{Frame, FrameKind, PeerId};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+
+const DAY_MS: i64 = 86_400_000;
+
+struct Peer {
+    id: PeerId,
+    ws: Workspace<MemStore>,
+    engine: SyncEngine,
+    disk: BTreeMap<String, String>,
+    online: bool,
+    problems: Vec<SyncProblem>,
+}
+
+struct Net {
+    peers: Vec<Peer>,
+    queue: VecDeque<(usize, Vec<u8>)>,
+    now: i64,
+    rng: StdRng,
+    /// Drops the next broadcast Change-carrying frame sent by this peer.
+    drop_next_from: Option<usize>,
+}
+
+fn stat(text: &str) -> Stat {
+    Stat {
+        size: text.len() as u64,
+        mtime_ns: 0,
+    }
+}
+
+impl Peer {
+    fn checkout(&mut self) {
+        let plan = self.ws.plan().unwrap_or_else(|e| panic!("plan: {e}"));
+        assert!(plan.problems.is_empty(), "{:?}", plan.problems);
+        for op in &plan.ops {
+            match op {
+                DiskOp::Write { path, bytes, .. } => {
+                    self.disk.insert(path.to_string(), bytes.clone());
+                    self.ws.applied(op, stat(bytes)).unwrap_or_else(|e| panic!("{e}"));
+                }
+                DiskOp::Remove { path, .. } => {
+                    self.disk.remove(path.as_str());
+                    self.ws
+                        .applied(op, Stat::default())
+                        .unwrap_or_else(|e| panic!("{e}"));
+                }
+            }
+        }
+    }
+}
+
+impl Net {
+    fn new(key: &WorkspaceKey, n: usize) -> Net {
+        let mut rng = StdRng::seed_from_u64(7);
+        let mut peers = Vec::new();
+        for i in 0..n {
+            let member = format!("member{i}");
+            let mut ws = if i == 0 {
+                Workspace::create(MemStore::default(), "team", &member, 1_000, &mut rng)
+            } else {
+                Workspace::join(MemStore::default(), &member, &mut rng)
+            }
+            .unwrap_or_else(|e| panic!("{e}"));
+            let id = PeerId([i as u8 + 1; 16]);
+            let mut engine = SyncEngine::new(&mut ws, key, id, [i as u8; 32], 1_000, 7 * DAY_MS)
+                .unwrap_or_else(|e| panic!("{e}"));
+            engine.set_member(&member);
+            peers.push(Peer {
+                id,
+                ws,
+                engine,
+                disk: BTreeMap::new(),
+                online: false,
+                problems: Vec::new(),
+            });
+        }
+        Net {
+            peers,
+            queue: VecDeque::new(),
+            now: 2_000,
+            rng,
+            drop_next_from: None,
+        }
+    }
+
+    fn connect(&mut self, i: usize) {
+        let room = self.peers[i].engine.room();
+        let others: Vec<PeerId> = self
+            .peers
+            .iter()
+            .filter(|p| p.online)
+            .map(|p| p.id)
+            .collect();
+        self.peers[i].online = true;
+        self.queue
+            .push_back((i, Frame::welcome(room, &others).encode()));
+        for j in 0..self.peers.len() {
+            if j != i && self.peers[j].online {
+                let joined = Frame::peer_joined(room, self.peers[i].id).encode();
+                self.queue.push_back((j, joined));
+            }
+        }
+    }
+
+    fn route(&mut self, from: usize, frames: Vec<Frame>) {
+        for f in frames {
+            if self.drop_next_from == Some(from) && f.header.kind == FrameKind::Broadcast {
+                self.drop_next_from = None;
+                continue;
+            }
+            let bytes = f.encode();
+            for (j, p) in self.peers.iter().enumerate() {
+                if j == from || !p.online {
+                    continue;
+                }
+                let to_it = match f.header.kind {
+                    FrameKind::Direct => f.header.recipient == p.id,
+                    _ => true,
+                };
+                if to_it {
+                    self.queue.push_back((j, bytes.clone()));
+                }
+            }
+        }
+    }
+
+    fn pump(&mut self) {
+        let mut steps = 0;
+        while let Some((to, bytes)) = self.queue.pop_front() {
+            steps += 1;
+            assert!(steps < 100_000, "the protocol does not settle");
+            self.now += 1;
+            let p = &mut self.peers[to];
+            let out = p
+                .engine
+                .on_frame(&mut p.ws, &bytes, self.now)
+                .unwrap_or_else(|e| panic!("{e}"));
+            p.problems.extend(out.problems);
+            if out.changed {
+                p.checkout();
+            }
+            self.route(to, out.frames);
+        }
+    }
+
+    fn write(&mut self, i: usize, path: &str, text: &str) {
+        let p = &mut self.peers[i];
+        p.disk.insert(path.into(), text.into());
+        let path = SyncPath::parse(path).unwrap_or_else(|e| panic!("{e}"));
+        p.ws.record_write(&path, text, stat(text), self.now, &mut self.rng)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let out = p
+            .engine
+            .local_changes(&mut p.ws)
+            .unwrap_or_else(|e| panic!("{e}"));
+        self.route(i, out.frames);
+    }
+
+    fn assert_converged(&self) {
+        let first = &self.peers[0].disk;
+        for (i, p) in self.peers.iter().enumerate() {
+            assert_eq!(&p.disk, first, "peer {i} differs from peer 0");
+            assert!(p.problems.is_empty(), "peer {i}: {:?}", p.problems);
+        }
+    }
+}
+
+#[test]
+fn empty_peers_join_then_edits_flow_live() {
+    let key = WorkspaceKey::from_bytes([1; 32]);
+    let mut net = Net::new(&key, 3);
+    net.write(0, "docs/a.md", "---\ntitle: A\ntags: [x]\n---\nhello\n");
+    net.write(0, "cards/c.md", "---\nstatus: todo\n---\ncard\n");
+    for i in 0..3 {
+        net.connect(i);
+        net.pump();
+    }
+    net.assert_converged();
+    assert_eq!(net.peers[2].disk.len(), 2);
+    assert!(net.peers[2].ws.workspace_id().is_some());
+
+    // A live edit is one broadcast Change; everyone merges and acknowledges it.
+    net.write(1, "docs/a.md", "---\ntitle: A\ntags: [x]\n---\nhello\nfrom one\n");
+    assert!(net.peers[1].engine.status().unsent > 0);
+    net.pump();
+    net.assert_converged();
+    assert_eq!(net.peers[1].engine.status().unsent, 0);
+    assert!(net.peers[2].disk["docs/a.md"].contains("from one"));
+
+    // Concurrent edits of the same file on two peers merge with nothing lost.
+    net.write(1, "docs/a.md", "---\ntitle: A\ntags: [x, y]\n---\nfirst\nhello\nfrom one\n");
+    net.write(2, "docs/a.md", "---\ntitle: A\ntags: [x, z]\n---\nhello\nfrom one\nlast\n");
+    net.pump();
+    net.assert_converged();
+    let a = &net.peers[0].disk["docs/a.md"];
+    for want in ["first", "last", "y", "z"] {
+        assert!(a.contains(want), "{want} lost: {a}");
+    }
+}
+
+#[test]
+fn a_lost_change_is_repaired_by_the_sync_protocol() {
+    let key = WorkspaceKey::from_bytes([2; 32]);
+    let mut net = Net::new(&key, 2);
+    net.connect(0);
+    net.connect(1);
+    net.write(0, "docs/a.md", "one\n");
+    net.pump();
+    net.drop_next_from = Some(0);
+    net.write(0, "docs/a.md", "one\ntwo\n");
+    net.pump();
+    assert_eq!(net.peers[1].disk["docs/a.md"], "one\n");
+    // The next change depends on the lost one: a gap, so the peers sync.
+    net.write(0, "docs/a.md", "one\ntwo\nthree\n");
+    net.pump();
+    net.assert_converged();
+    assert_eq!(net.peers[1].disk["docs/a.md"], "one\ntwo\nthree\n");
+}
+
+#[test]
+fn a_file_larger_than_a_frame_travels_in_parts() {
+    let key = WorkspaceKey::from_bytes([3; 32]);
+    let mut net = Net::new(&key, 2);
+    net.connect(0);
+    net.connect(1);
+    let big: String = (0..80_000).map(|i| format!("line {i}\n")).collect();
+    assert!(big.len() > 2 * cue_wire::MAX_FRAME_BYTES);
+    net.write(0, "docs/big.md", &big);
+    net.pump();
+    net.assert_converged();
+    assert_eq!(net.peers[1].disk["docs/big.md"], big);
+}
+
+#[test]
+fn frames_under_another_key_are_refused_and_never_merged() {
+    let key = WorkspaceKey::from_bytes([4; 32]);
+    let mut net = Net::new(&key, 1);
+    let mut rng = StdRng::seed_from_u64(9);
+    let mut ws = Workspace::create(MemStore::default(), "evil", "mallory", 1, &mut rng)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let path = SyncPath::parse("docs/x.md").unwrap_or_else(|e| panic!("{e}"));
+    ws.record_write(&path, "evil\n", stat("evil\n"), 1, &mut rng)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let wrong = WorkspaceKey::from_bytes([5; 32]);
+    let mallory = PeerId([9; 16]);
+    let mut engine = SyncEngine::new(&mut ws, &wrong, mallory, [9; 32], 1, DAY_MS)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let out = engine
+        .on_frame(&mut ws, &Frame::welcome(wrong.room_id(), &[net.peers[0].id]).encode(), 2)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(!out.frames.is_empty());
+    net.connect(0);
+    net.pump();
+    for mut f in out.frames {
+        // Even moved into the right room, a frame sealed under another key does not open.
+        f.header.room = key.room_id();
+        let p = &mut net.peers[0];
+        let got = p
+            .engine
+            .on_frame(&mut p.ws, &f.encode(), 3)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(got.frames.is_empty() && !got.changed);
+        p.problems.extend(got.problems);
+    }
+    assert_eq!(
+        net.peers[0].problems,
+        vec![SyncProblem::WrongKey { peer: mallory }]
+    );
+    assert!(net.peers[0].ws.doc_heads().len() == 1, "only our own index");
+}
