@@ -19,8 +19,8 @@ use sha2::{Digest, Sha256};
 
 use crate::bundle::{Bundle, BundleError};
 use crate::doc::{
-    SyncState,
-    Author, ChangeHash, ChangeInfo, DocError, FileDoc, FileEntry, IndexDoc, WorkspaceMeta,
+    Author, ChangeHash, ChangeInfo, DocError, FileDoc, FileEntry, IndexDoc, SyncState,
+    WorkspaceMeta,
 };
 use crate::frontmatter::FmValue;
 use crate::store::{ActivityRow, Batch, BatchOp, DocInfo, DocKey, LocalFile, Store, StoreError};
@@ -270,7 +270,11 @@ impl<S: Store> Workspace<S> {
     /// Makes a new, still empty peer of an existing workspace that will be
     /// filled by live sync (`cue clone CODE`): the index and every file arrive
     /// from peers. [`Self::workspace_id`] is `None` until the index has come.
-    pub fn join(mut store: S, member: &str, rng: &mut impl rand::Rng) -> Result<Self, WorkspaceError> {
+    pub fn join(
+        mut store: S,
+        member: &str,
+        rng: &mut impl rand::Rng,
+    ) -> Result<Self, WorkspaceError> {
         let actor = new_actor(rng);
         let mut batch = Batch::default();
         batch.push(BatchOp::PutMeta {

@@ -48,7 +48,9 @@ impl Peer {
             match op {
                 DiskOp::Write { path, bytes, .. } => {
                     self.disk.insert(path.to_string(), bytes.clone());
-                    self.ws.applied(op, stat(bytes)).unwrap_or_else(|e| panic!("{e}"));
+                    self.ws
+                        .applied(op, stat(bytes))
+                        .unwrap_or_else(|e| panic!("{e}"));
                 }
                 DiskOp::Remove { path, .. } => {
                     self.disk.remove(path.as_str());
@@ -192,7 +194,11 @@ fn empty_peers_join_then_edits_flow_live() {
     assert!(net.peers[2].ws.workspace_id().is_some());
 
     // A live edit is one broadcast Change; everyone merges and acknowledges it.
-    net.write(1, "docs/a.md", "---\ntitle: A\ntags: [x]\n---\nhello\nfrom one\n");
+    net.write(
+        1,
+        "docs/a.md",
+        "---\ntitle: A\ntags: [x]\n---\nhello\nfrom one\n",
+    );
     assert!(net.peers[1].engine.status().unsent > 0);
     net.pump();
     net.assert_converged();
@@ -200,8 +206,16 @@ fn empty_peers_join_then_edits_flow_live() {
     assert!(net.peers[2].disk["docs/a.md"].contains("from one"));
 
     // Concurrent edits of the same file on two peers merge with nothing lost.
-    net.write(1, "docs/a.md", "---\ntitle: A\ntags: [x, y]\n---\nfirst\nhello\nfrom one\n");
-    net.write(2, "docs/a.md", "---\ntitle: A\ntags: [x, z]\n---\nhello\nfrom one\nlast\n");
+    net.write(
+        1,
+        "docs/a.md",
+        "---\ntitle: A\ntags: [x, y]\n---\nfirst\nhello\nfrom one\n",
+    );
+    net.write(
+        2,
+        "docs/a.md",
+        "---\ntitle: A\ntags: [x, z]\n---\nhello\nfrom one\nlast\n",
+    );
     net.pump();
     net.assert_converged();
     let a = &net.peers[0].disk["docs/a.md"];
@@ -258,7 +272,11 @@ fn frames_under_another_key_are_refused_and_never_merged() {
     let mut engine = SyncEngine::new(&mut ws, &wrong, mallory, [9; 32], 1, DAY_MS)
         .unwrap_or_else(|e| panic!("{e}"));
     let out = engine
-        .on_frame(&mut ws, &Frame::welcome(wrong.room_id(), &[net.peers[0].id]).encode(), 2)
+        .on_frame(
+            &mut ws,
+            &Frame::welcome(wrong.room_id(), &[net.peers[0].id]).encode(),
+            2,
+        )
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(!out.frames.is_empty());
     net.connect(0);

@@ -27,7 +27,7 @@ pub struct Session {
     pub ws: Workspace<SqliteStore>,
 }
 
-fn member_name(flag: Option<String>, config: &Config) -> String {
+pub fn member_name(flag: Option<String>, config: &Config) -> String {
     flag.or_else(|| std::env::var("CUE_MEMBER").ok().filter(|s| !s.is_empty()))
         .or_else(|| config.workspace.member.clone())
         .or_else(|| std::env::var("USER").ok().filter(|s| !s.is_empty()))
@@ -154,6 +154,25 @@ fn write_gitignore(layout: &Layout) -> Result<()> {
     Ok(())
 }
 
+/// The folders of a new peer at `root`, which must be new or empty.
+pub fn new_peer_dirs(root: &Path) -> Result<Layout> {
+    if root.exists()
+        && std::fs::read_dir(root)
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(true)
+    {
+        return Err(UsageError(format!(
+            "{} exists and is not empty; clone into a new folder",
+            root.display()
+        ))
+        .into());
+    }
+    let layout = Layout::at(root);
+    make_dirs(&layout)?;
+    write_gitignore(&layout)?;
+    Ok(layout)
+}
+
 fn make_dirs(layout: &Layout) -> Result<()> {
     for d in [
         layout.cuedeck.join("cards"),
@@ -199,6 +218,7 @@ pub fn init(cwd: &Path, name: Option<String>, member: Option<String>) -> Result<
     write_gitignore(&layout)?;
     let store = SqliteStore::open(&layout.state_db())?;
     Workspace::create(store, &name, &member, disk::now_ms(), &mut rand::rng())?;
+    crate::sync::key::ensure_key(&layout)?;
     let mut s = open_at(layout)?;
     let changes = s.record()?;
     let meta = s.ws.meta()?;
@@ -419,19 +439,7 @@ pub fn import(cwd: &Path, file: &Path) -> Result<()> {
 pub fn clone(cwd: &Path, source: &Path, dir: &Path, member: Option<String>) -> Result<()> {
     let bytes = read_bundle(cwd, source)?;
     let root = absolute(cwd, dir);
-    if root.exists()
-        && std::fs::read_dir(&root)
-            .map(|mut d| d.next().is_some())
-            .unwrap_or(true)
-    {
-        return Err(UsageError(format!(
-            "{} exists and is not empty; clone into a new folder",
-            root.display()
-        ))
-        .into());
-    }
-    let layout = Layout::at(&root);
-    make_dirs(&layout)?;
+    let layout = new_peer_dirs(&root)?;
     let member = member_name(member, &Config::default());
     let store = SqliteStore::open(&layout.state_db())?;
     let ws = Workspace::clone_from_bundle(store, &bytes, &member, &mut rand::rng())
@@ -442,7 +450,6 @@ pub fn clone(cwd: &Path, source: &Path, dir: &Path, member: Option<String>) -> R
         &layout.config_path(),
         config::template(&meta.name, &member).as_bytes(),
     )?;
-    write_gitignore(&layout)?;
     let mut s = open_at(layout)?;
     let applied = s.checkout_with("cloning", false)?;
     println!(

@@ -123,3 +123,48 @@ impl Config {
         Ok(config)
     }
 }
+
+/// Edits one value in config.toml, keeping the user's comments and layout.
+fn set_value(path: &Path, table: &[&str], key: &str, value: &str) -> Result<(), ConfigError> {
+    let shown = path.display().to_string();
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(source) => {
+            return Err(ConfigError::Read {
+                path: shown,
+                source,
+            })
+        }
+    };
+    let mut doc: toml_edit::DocumentMut =
+        text.parse()
+            .map_err(|e: toml_edit::TomlError| ConfigError::Parse {
+                path: shown.clone(),
+                message: e.to_string(),
+            })?;
+    let mut item = doc.as_item_mut();
+    for name in table {
+        let entry = &mut item[*name];
+        if entry.is_none() {
+            *entry = toml_edit::table();
+        }
+        item = entry;
+    }
+    item[key] = toml_edit::value(value);
+    std::fs::write(path, doc.to_string()).map_err(|source| ConfigError::Read {
+        path: shown,
+        source,
+    })
+}
+
+/// Records the relay in `[sync.relay] url` (what `cue sync invite` and
+/// `cue clone CODE` do, so the next `cue watch --sync` needs no flag).
+pub fn set_relay_url(path: &Path, url: &str) -> Result<(), ConfigError> {
+    set_value(path, &["sync", "relay"], "url", url)
+}
+
+/// Records the workspace's display name in `[workspace] name`.
+pub fn set_workspace_name(path: &Path, name: &str) -> Result<(), ConfigError> {
+    set_value(path, &["workspace"], "name", name)
+}

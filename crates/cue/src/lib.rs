@@ -6,6 +6,7 @@ pub mod commands;
 pub mod config;
 pub mod disk;
 pub mod store;
+pub mod sync;
 
 /// Makes glibc's malloc hand freed memory back to the OS. With its adaptive
 /// defaults, the large short-lived buffers automerge allocates while encoding

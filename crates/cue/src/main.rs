@@ -65,15 +65,55 @@ enum Command {
         /// The bundle to merge.
         file: PathBuf,
     },
-    /// Make a new peer of an existing workspace in DIR, from a bundle file.
+    /// Make a new peer of an existing workspace in DIR, from a join code
+    /// (`cue sync invite` on a member's machine) or a bundle file (`cue export`).
+    ///
+    /// With a join code, the workspace arrives by live sync from the peers
+    /// online (at least one must run `cue watch --sync` or `cue sync start`).
     Clone {
-        /// A bundle made by `cue export`.
-        source: PathBuf,
+        /// A join code (cue1.…) or a bundle file.
+        source: String,
         /// The new project folder (created; must be empty if it exists).
         dir: PathBuf,
         /// Your name in the activity log (default: $CUE_MEMBER, then $USER).
         #[arg(long)]
         member: Option<String>,
+        /// The relay's auth token, if it needs one (also $CUE_RELAY_TOKEN).
+        #[arg(long, env = "CUE_RELAY_TOKEN", hide_env_values = true)]
+        auth_token: Option<String>,
+        /// Give up after this many seconds without the workspace.
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
+    },
+    /// Watch the workspace and sync it live with every peer online, in the
+    /// foreground (Ctrl-C stops). Edits are recorded and sent as they are
+    /// saved; peers' edits are merged into your files as they arrive.
+    ///
+    /// The relay is `--relay`, else `[sync.relay] url` in .cuedeck/config.toml,
+    /// else the default ws://127.0.0.1:7878, which the first peer on this
+    /// machine hosts itself (so peers on one machine need no setup).
+    Watch {
+        /// Sync with peers (the only mode today; kept for clarity in scripts).
+        #[arg(long)]
+        sync: bool,
+        #[command(flatten)]
+        relay: RelayArgs,
+        /// Print only warnings and errors.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// The background sync daemon, and invitations.
+    #[command(subcommand)]
+    Sync(SyncCommand),
+    /// Run a relay in the foreground (for a LAN: `cue relay --listen 0.0.0.0:7878`).
+    /// The standalone `cue-relay` binary has every limit as a flag.
+    Relay {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:7878")]
+        listen: String,
+        /// Require this token from peers (also $CUE_RELAY_AUTH_TOKEN).
+        #[arg(long, env = "CUE_RELAY_AUTH_TOKEN", hide_env_values = true)]
+        auth_token: Option<String>,
     },
     /// Who changed what, when.
     #[command(subcommand)]
@@ -88,6 +128,52 @@ enum Command {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+    },
+}
+
+/// Which relay to use, over the config file.
+#[derive(clap::Args, Clone, Default)]
+struct RelayArgs {
+    /// The relay's URL, e.g. ws://relay.example:7878.
+    #[arg(long, value_name = "URL")]
+    relay: Option<String>,
+    /// The relay's auth token (also $CUE_RELAY_TOKEN; else sync.relay.auth_token).
+    #[arg(long, env = "CUE_RELAY_TOKEN", hide_env_values = true)]
+    auth_token: Option<String>,
+}
+
+impl RelayArgs {
+    fn flags(&self) -> cue::sync::RelayFlags {
+        cue::sync::RelayFlags {
+            url: self.relay.clone(),
+            auth_token: self.auth_token.clone(),
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum SyncCommand {
+    /// Start the sync daemon in the background (`cue watch --sync`, detached;
+    /// its log is .cuedeck/sync/daemon.log).
+    Start {
+        #[command(flatten)]
+        relay: RelayArgs,
+    },
+    /// Stop the background daemon cleanly.
+    Stop,
+    /// What the running daemon reports: relay connection, peers online, last
+    /// sync, edits no peer has confirmed yet.
+    Status {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a join code for a new member's `cue clone CODE DIR` (the last line
+    /// of the output). It carries the relay URL and the workspace key, and the
+    /// relay is recorded in config.toml. Share it only with members.
+    Invite {
+        #[command(flatten)]
+        relay: RelayArgs,
     },
 }
 
@@ -167,7 +253,32 @@ fn main() -> ExitCode {
             source,
             dir,
             member,
-        } => commands::clone(&cwd, &source, &dir, member),
+            auth_token,
+            timeout,
+        } => {
+            if cue::sync::key::JoinCode::looks_like(&source) {
+                cue::sync::clone_from_code(
+                    &cwd,
+                    &source,
+                    &dir,
+                    member,
+                    auth_token,
+                    std::time::Duration::from_secs(timeout),
+                )
+            } else {
+                commands::clone(&cwd, std::path::Path::new(&source), &dir, member)
+            }
+        }
+        Command::Watch {
+            sync: _,
+            relay,
+            quiet,
+        } => cue::sync::watch(&cwd, &relay.flags(), quiet),
+        Command::Sync(SyncCommand::Start { relay }) => cue::sync::start(&cwd, &relay.flags()),
+        Command::Sync(SyncCommand::Stop) => cue::sync::stop(&cwd),
+        Command::Sync(SyncCommand::Status { json }) => cue::sync::show_status(&cwd, json),
+        Command::Sync(SyncCommand::Invite { relay }) => cue::sync::invite(&cwd, &relay.flags()),
+        Command::Relay { listen, auth_token } => cue::sync::relay(&listen, auth_token),
         Command::Activity(ActivityCommand::Log { since, json }) => {
             commands::activity(&cwd, since.as_deref(), json)
         }

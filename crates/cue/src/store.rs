@@ -20,6 +20,8 @@ pub struct SqliteStore {
     conn: Connection,
     /// Inside [`SqliteStore::begin_bulk`]: batches join one outer transaction.
     bulk: bool,
+    /// Last `PRAGMA data_version` seen by [`SqliteStore::changed_by_others`].
+    data_version: Option<i64>,
 }
 
 fn err(e: impl std::fmt::Display) -> StoreError {
@@ -57,7 +59,24 @@ impl SqliteStore {
         conn.busy_timeout(std::time::Duration::from_secs(10))
             .map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
-        Ok(SqliteStore { conn, bulk: false })
+        Ok(SqliteStore {
+            conn,
+            bulk: false,
+            data_version: None,
+        })
+    }
+
+    /// Whether another process (a `cue` command while the daemon runs) has
+    /// committed since the last call: SQLite's `data_version` changes only for
+    /// other connections' commits, so the daemon reloads only when it must.
+    pub fn changed_by_others(&mut self) -> Result<bool, StoreError> {
+        let v: i64 = self
+            .conn
+            .query_row("PRAGMA data_version", [], |r| r.get(0))
+            .map_err(err)?;
+        let changed = self.data_version.is_some_and(|old| old != v);
+        self.data_version = Some(v);
+        Ok(changed)
     }
 
     /// Starts one transaction for many batches (an initial import of thousands

@@ -49,7 +49,10 @@ macro_rules! impl_storage {
             /// The next automerge sync message for the peer whose state is `state`.
             pub fn sync_generate(&mut self, state: &mut $crate::doc::SyncState) -> Option<Vec<u8>> {
                 use automerge::sync::SyncDoc;
-                self.doc.sync().generate_sync_message(state).map(|m| m.encode())
+                self.doc
+                    .sync()
+                    .generate_sync_message(state)
+                    .map(|m| m.encode())
             }
 
             /// Takes in an automerge sync message from the peer whose state is `state`.

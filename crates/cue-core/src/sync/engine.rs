@@ -408,7 +408,11 @@ impl SyncEngine {
                 }
             }
             Message::Ack { id, doc } => {
-                if self.unacked.get(&doc).is_some_and(|(latest, _)| *latest <= id) {
+                if self
+                    .unacked
+                    .get(&doc)
+                    .is_some_and(|(latest, _)| *latest <= id)
+                {
                     self.unacked.remove(&doc);
                 }
                 self.touch(now_ms, ws);
@@ -458,7 +462,8 @@ impl SyncEngine {
         if now_ms - self.last_heartbeat_ms >= HEARTBEAT_MS && !self.peers.is_empty() {
             self.last_heartbeat_ms = now_ms;
             let digest = self.digest(ws);
-            self.outbox.push((Target::All, Message::Heartbeat { digest }));
+            self.outbox
+                .push((Target::All, Message::Heartbeat { digest }));
             self.flush(&mut out);
         }
         out

@@ -382,7 +382,9 @@ impl Reassembler {
         });
         if partial.parts != parts {
             streams.remove(&stream);
-            return Err(MessageError::Invalid("parts of one stream disagree on their count"));
+            return Err(MessageError::Invalid(
+                "parts of one stream disagree on their count",
+            ));
         }
         if partial.got.insert(part, data.to_vec()).is_none() {
             partial.bytes += data.len();
@@ -486,11 +488,31 @@ mod tests {
         assert_eq!(r.push(p, &[9, 0, 0, 0, 0]), Err(MessageError::Version(9)));
         let mut env = vec![ENVELOPE_VERSION, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
         env.extend_from_slice(&[CHANGE, 0, 0, 0, 3, 1, 2, 3]);
-        assert!(matches!(r.push(p, &env), Err(MessageError::Truncated { .. })));
+        assert!(matches!(
+            r.push(p, &env),
+            Err(MessageError::Truncated { .. })
+        ));
         let mut env = vec![ENVELOPE_VERSION, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
         env.extend_from_slice(&[SYNC_REQUEST, 0, 0, 0, 5, 0, 0xff, 0xff, 0xff, 0xff]);
-        assert!(matches!(r.push(p, &env), Err(MessageError::Truncated { .. })));
-        let env = [ENVELOPE_VERSION, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff];
+        assert!(matches!(
+            r.push(p, &env),
+            Err(MessageError::Truncated { .. })
+        ));
+        let env = [
+            ENVELOPE_VERSION,
+            0,
+            0,
+            0,
+            0,
+            0xff,
+            0xff,
+            0xff,
+            0xff,
+            0xff,
+            0xff,
+            0xff,
+            0xff,
+        ];
         assert!(r.push(p, &env).is_err());
     }
 }

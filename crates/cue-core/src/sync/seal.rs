@@ -85,7 +85,9 @@ pub enum SealError {
     },
     /// The tag did not verify: the sender holds another workspace key, or the
     /// frame was altered or moved to another room or recipient.
-    #[error("payload does not open with this workspace's key (a different key, or an altered frame)")]
+    #[error(
+        "payload does not open with this workspace's key (a different key, or an altered frame)"
+    )]
     WrongKey,
 }
 
@@ -159,12 +161,18 @@ mod tests {
         let h = header(key.room_id(), 1);
         let sealed = key.sealer().seal(&h, b"secret body", [3; NONCE_LEN]);
         assert!(!sealed.windows(6).any(|w| w == b"secret"));
-        assert_eq!(key.sealer().open(&h, &sealed).as_deref(), Ok(&b"secret body"[..]));
+        assert_eq!(
+            key.sealer().open(&h, &sealed).as_deref(),
+            Ok(&b"secret body"[..])
+        );
         assert_eq!(other.sealer().open(&h, &sealed), Err(SealError::WrongKey));
         let moved = header(other.room_id(), 1);
         assert_eq!(key.sealer().open(&moved, &sealed), Err(SealError::WrongKey));
         let spoofed = header(key.room_id(), 2);
-        assert_eq!(key.sealer().open(&spoofed, &sealed), Err(SealError::WrongKey));
+        assert_eq!(
+            key.sealer().open(&spoofed, &sealed),
+            Err(SealError::WrongKey)
+        );
         assert_eq!(
             key.sealer().open(&h, &sealed[..10]),
             Err(SealError::TooShort { len: 10 })

@@ -1,0 +1,407 @@
+//! The sync daemon: one thread owns the workspace and the engine and handles
+//! events one at a time (a burst of file edits, a frame from the relay, a
+//! tick), so the SQLite state and the files are only ever touched in order.
+//! The relay connection runs on a small tokio runtime in its own thread and
+//! the file watcher in another; both only send events.
+//!
+//! Order of work for a local edit: record it (committed to SQLite), then
+//! broadcast it. For a remote change: merge and commit, then write the files,
+//! then acknowledge. A crash between any two steps loses nothing: what was
+//! committed is sent or written again after a restart.
+
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context, Result};
+use cue_core::sync::{SyncEngine, SyncProblem, WorkspaceKey};
+use cue_wire::PeerId;
+use tokio::sync::mpsc as tmpsc;
+use tracing::{info, warn};
+
+use super::net::{self, RelayTarget};
+use super::status::{self, DaemonStatus, PeerStatus};
+use crate::commands::{checkout_all, open_at, record_all, Session};
+use crate::disk;
+
+/// What the engine thread reacts to.
+#[derive(Debug)]
+pub enum Event {
+    /// Something changed under the watched folders.
+    Disk,
+    /// A frame from the relay.
+    Frame(Vec<u8>),
+    Connected,
+    Disconnected,
+    /// The relay could not be reached (retrying).
+    Unreachable(String),
+    /// The connection gave up for good (wrong token, refused).
+    Fatal(String),
+    Tick,
+    Shutdown,
+}
+
+const TICK: Duration = Duration::from_millis(250);
+
+/// What the daemon is for.
+pub enum Mode {
+    /// `cue watch --sync`: run until stopped.
+    Watch,
+    /// `cue clone CODE`: run until the workspace has arrived, then stop.
+    Clone {
+        /// Give up if no peer has sent the workspace by then.
+        deadline: Instant,
+        /// Files arrived of files named by the index.
+        bar: indicatif::ProgressBar,
+    },
+}
+
+/// The running pieces.
+pub struct Daemon {
+    session: Session,
+    engine: SyncEngine,
+    relay: String,
+    status: DaemonStatus,
+    status_written: Instant,
+    out: Option<tmpsc::UnboundedSender<Vec<u8>>>,
+    quiet_since: Instant,
+    saw_peer: bool,
+    verbose: bool,
+}
+
+/// Starts the network thread; the returned sender is how frames leave.
+fn start_network(
+    target: RelayTarget,
+    engine: &SyncEngine,
+    events: mpsc::Sender<Event>,
+    handle_signals: bool,
+) -> Result<(tmpsc::UnboundedSender<Vec<u8>>, std::thread::JoinHandle<()>)> {
+    let (out_tx, out_rx) = tmpsc::unbounded_channel();
+    let room = engine.room();
+    let me = engine.me();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the network runtime")?;
+    let thread = std::thread::Builder::new()
+        .name("cue-net".into())
+        .spawn(move || {
+            rt.block_on(async move {
+                if handle_signals {
+                    spawn_signal_handler(events.clone());
+                }
+                net::run(target, room, me, events, out_rx).await;
+            });
+        })
+        .context("starting the network thread")?;
+    Ok((out_tx, thread))
+}
+
+fn spawn_signal_handler(events: mpsc::Sender<Event>) {
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let Ok(mut term) = signal(SignalKind::terminate()) else {
+                return;
+            };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+        let _ = events.send(Event::Shutdown);
+    });
+}
+
+fn random_seed() -> Result<[u8; 32]> {
+    let mut seed = [0u8; 32];
+    getrandom::fill(&mut seed).context("reading the system's random source")?;
+    Ok(seed)
+}
+
+/// Runs the daemon in this process until shut down (Watch) or done (Clone).
+pub fn run(
+    mut session: Session,
+    key: &WorkspaceKey,
+    target: RelayTarget,
+    mode: Mode,
+    verbose: bool,
+) -> Result<()> {
+    if matches!(mode, Mode::Watch) {
+        // Edits made while no daemon ran are recorded (and later synced) first.
+        let changes = session.record()?;
+        if !changes.is_empty() && verbose {
+            println!("Recorded {} edits made while offline.", changes.count());
+        }
+        session.checkout("writing")?;
+    }
+    let seed = random_seed()?;
+    let mut peer = [0u8; 16];
+    peer.copy_from_slice(&seed[..16]);
+    let max_offline_ms = i64::from(session.config.sync.max_offline_days.max(1)) * 86_400_000;
+    let mut engine = SyncEngine::new(
+        &mut session.ws,
+        key,
+        PeerId(peer),
+        random_seed()?,
+        disk::now_ms(),
+        max_offline_ms,
+    )?;
+    let member = session.config.workspace.member.clone().unwrap_or_default();
+    engine.set_member(&member);
+    if engine.status().full_resync {
+        info!("offline longer than sync.max_offline_days: every document will be compared");
+    }
+
+    let (tx, rx) = mpsc::channel();
+    let watching = matches!(mode, Mode::Watch);
+    let (out, net_thread) = start_network(target.clone(), &engine, tx.clone(), watching)?;
+    let _watch = if watching {
+        Some(super::watch::start(&session.layout, tx.clone())?)
+    } else {
+        None
+    };
+    let ticker = tx.clone();
+    std::thread::Builder::new()
+        .name("cue-tick".into())
+        .spawn(move || {
+            while ticker.send(Event::Tick).is_ok() {
+                std::thread::sleep(TICK);
+            }
+        })
+        .context("starting the tick thread")?;
+    drop(tx);
+
+    let now = disk::now_ms();
+    let mut daemon = Daemon {
+        status: DaemonStatus {
+            pid: std::process::id(),
+            started_ms: now,
+            updated_ms: now,
+            relay: target.url.clone(),
+            ..DaemonStatus::default()
+        },
+        relay: target.url,
+        session,
+        engine,
+        status_written: Instant::now() - Duration::from_secs(10),
+        out: Some(out),
+        quiet_since: Instant::now(),
+        saw_peer: false,
+        verbose,
+    };
+    daemon.write_status(true);
+    let result = daemon.event_loop(&rx, &mode);
+    // Closing the channel makes the network task send a Close and end.
+    daemon.out = None;
+    daemon.status.connected = false;
+    daemon.write_status(true);
+    let _ = net_thread.join();
+    result
+}
+
+impl Daemon {
+    fn event_loop(&mut self, rx: &mpsc::Receiver<Event>, mode: &Mode) -> Result<()> {
+        while let Ok(event) = rx.recv() {
+            self.reload_if_needed()?;
+            match event {
+                Event::Disk => self.on_disk()?,
+                Event::Frame(bytes) => self.on_frame(&bytes, mode)?,
+                Event::Connected => {
+                    self.status.connected = true;
+                    self.status.last_problem = None;
+                    self.say(&format!("Connected to the relay at {}.", self.relay));
+                }
+                Event::Disconnected => {
+                    if self.status.connected {
+                        self.say("Lost the relay connection; reconnecting.");
+                    }
+                    self.engine.disconnected();
+                    self.status.connected = false;
+                }
+                Event::Unreachable(why) => {
+                    if self.status.last_problem.is_none() {
+                        self.say(&format!(
+                            "Cannot reach the relay at {} ({why}); retrying.",
+                            self.relay
+                        ));
+                    }
+                    self.status.connected = false;
+                    self.status.last_problem = Some(format!("relay unreachable: {why}"));
+                }
+                Event::Fatal(msg) => return Err(anyhow!(msg)),
+                Event::Tick => {
+                    let out = self.engine.tick(&mut self.session.ws, disk::now_ms());
+                    self.send(out.frames);
+                    if let Mode::Clone { deadline, bar } = mode {
+                        let (have, total) = self.clone_progress()?;
+                        bar.set_length(total);
+                        bar.set_position(have);
+                        if self.clone_done()? {
+                            return Ok(());
+                        }
+                        if Instant::now() > *deadline {
+                            return Err(anyhow!(
+                                "{}: no peer of this workspace sent it in time; start `cue watch --sync` on a peer that has it, then retry",
+                                if self.saw_peer { "the workspace did not finish arriving" } else { "nobody else is in this workspace's room on the relay" }
+                            ));
+                        }
+                    }
+                }
+                Event::Shutdown => {
+                    self.say("Stopping.");
+                    return Ok(());
+                }
+            }
+            self.write_status(false);
+        }
+        Ok(())
+    }
+
+    /// A `cue` command in another process committed to the state: reload it,
+    /// and broadcast whatever it recorded.
+    fn reload_if_needed(&mut self) -> Result<()> {
+        if !self.session.ws.store_mut().changed_by_others()? {
+            return Ok(());
+        }
+        let layout = self.session.layout.clone();
+        self.session = open_at(layout)?;
+        self.session.ws.store_mut().changed_by_others()?;
+        let out = self.engine.local_changes(&mut self.session.ws)?;
+        self.send(out.frames);
+        Ok(())
+    }
+
+    fn on_disk(&mut self) -> Result<()> {
+        let changes = record_all(
+            &mut self.session.ws,
+            &self.session.layout,
+            &self.session.filters,
+            &|_, _| {},
+        )?;
+        for s in &changes.skipped {
+            warn!("{s}");
+            self.status.last_problem = Some(s.clone());
+        }
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let out = self.engine.local_changes(&mut self.session.ws)?;
+        if self.verbose {
+            let names: Vec<&str> = changes
+                .created
+                .iter()
+                .chain(&changes.edited)
+                .chain(&changes.removed)
+                .map(String::as_str)
+                .collect();
+            println!("Sent: {}", names.join(", "));
+        }
+        self.send(out.frames);
+        Ok(())
+    }
+
+    fn on_frame(&mut self, bytes: &[u8], mode: &Mode) -> Result<()> {
+        self.quiet_since = Instant::now();
+        let before = self.engine.status().peers.len();
+        let out = self
+            .engine
+            .on_frame(&mut self.session.ws, bytes, disk::now_ms())?;
+        for p in &out.problems {
+            warn!("{p}");
+            self.status.last_problem = Some(p.to_string());
+            if matches!(mode, Mode::Clone { .. }) && matches!(p, SyncProblem::WrongKey { .. }) {
+                return Err(anyhow!("{p}"));
+            }
+        }
+        let peers = self.engine.status().peers.len();
+        if peers > 0 {
+            self.saw_peer = true;
+        }
+        if peers != before {
+            self.say(&format!("{peers} other peer(s) online."));
+        }
+        if out.changed && matches!(mode, Mode::Watch) {
+            let applied =
+                checkout_all(&mut self.session.ws, &self.session.layout, true, &|_, _| {})?;
+            for s in &applied.skipped {
+                warn!("{s}");
+            }
+            if self.verbose && !(applied.written.is_empty() && applied.removed.is_empty()) {
+                let names: Vec<&str> = applied
+                    .written
+                    .iter()
+                    .chain(&applied.removed)
+                    .map(String::as_str)
+                    .collect();
+                println!("Received: {}", names.join(", "));
+            }
+        }
+        self.send(out.frames);
+        Ok(())
+    }
+
+    /// A clone is done when the index has arrived, every file it names has
+    /// too, and the peers have gone quiet (no sync message in flight).
+    fn clone_done(&mut self) -> Result<bool> {
+        let ws = &mut self.session.ws;
+        if ws.workspace_id().is_none() || ws.missing_docs()? > 0 {
+            return Ok(false);
+        }
+        Ok(self.quiet_since.elapsed() >= Duration::from_millis(500))
+    }
+
+    /// Files the index names, and how many of them have arrived.
+    fn clone_progress(&self) -> Result<(u64, u64)> {
+        let ws = &self.session.ws;
+        let missing = ws.missing_docs()? as u64;
+        let total = ws.doc_heads().len().saturating_sub(1) as u64 + missing;
+        Ok((total - missing, total))
+    }
+
+    fn send(&mut self, frames: Vec<cue_wire::Frame>) {
+        if let Some(out) = &self.out {
+            for f in frames {
+                let _ = out.send(f.encode());
+            }
+        }
+    }
+
+    fn say(&self, line: &str) {
+        info!("{line}");
+        if self.verbose {
+            println!("{line}");
+        }
+    }
+
+    fn write_status(&mut self, force: bool) {
+        let s = self.engine.status();
+        let peers: Vec<PeerStatus> = s
+            .peers
+            .iter()
+            .map(|(p, m)| PeerStatus {
+                peer: p.to_string(),
+                member: m.clone().filter(|m| !m.is_empty()),
+            })
+            .collect();
+        let changed = peers != self.status.peers
+            || s.last_sync_ms != self.status.last_sync_ms
+            || s.unsent != self.status.unsent_changes;
+        self.status.peers = peers;
+        self.status.last_sync_ms = s.last_sync_ms;
+        self.status.unsent_changes = s.unsent;
+        self.status.full_resync = s.full_resync;
+        if force
+            || (changed && self.status_written.elapsed() >= Duration::from_millis(200))
+            || self.status_written.elapsed() >= Duration::from_secs(2)
+        {
+            self.status.updated_ms = disk::now_ms();
+            if let Err(e) = status::write_status(&self.session.layout, &self.status) {
+                warn!("cannot write the daemon status: {e}");
+            }
+            self.status_written = Instant::now();
+        }
+    }
+}

@@ -1,0 +1,389 @@
+//! Live sync: the daemon (`cue watch --sync`, `cue sync start`), invitations
+//! and join codes, `cue clone CODE`, and the embedded relay (`cue relay`).
+
+mod daemon;
+pub mod key;
+mod net;
+pub mod status;
+mod watch;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use cue_core::Workspace;
+use serde_json::json;
+
+use crate::commands::{self, Session, UsageError};
+use crate::config::{self, Config};
+use crate::disk::{self, Filters, Layout};
+use crate::store::SqliteStore;
+use key::JoinCode;
+use net::RelayTarget;
+pub use net::DEFAULT_RELAY;
+
+/// Relay settings given on the command line, over those in config.toml.
+#[derive(Debug, Clone, Default)]
+pub struct RelayFlags {
+    pub url: Option<String>,
+    pub auth_token: Option<String>,
+}
+
+fn target(flags: &RelayFlags, config: &Config) -> RelayTarget {
+    let configured = flags.url.clone().or_else(|| config.sync.relay.url.clone());
+    RelayTarget {
+        host_if_absent: configured.is_none(),
+        url: configured.unwrap_or_else(|| DEFAULT_RELAY.to_string()),
+        token: flags
+            .auth_token
+            .clone()
+            .or_else(|| config.sync.relay.auth_token.clone()),
+    }
+}
+
+fn check_url(url: &str) -> Result<()> {
+    if url.starts_with("ws://") {
+        return Ok(());
+    }
+    if url.starts_with("wss://") {
+        return Err(UsageError(format!(
+            "{url}: this build speaks ws:// only (payloads are sealed end to end either way); put the relay behind a ws:// address or a local TLS-terminating proxy"
+        ))
+        .into());
+    }
+    Err(UsageError(format!(
+        "{url}: a relay URL starts with ws://, e.g. ws://relay.example:7878"
+    ))
+    .into())
+}
+
+/// `cue watch --sync`: the daemon in the foreground.
+pub fn watch(cwd: &Path, flags: &RelayFlags, quiet: bool) -> Result<()> {
+    let session = commands::open(cwd)?;
+    let target = target(flags, &session.config);
+    check_url(&target.url)?;
+    let _lock = status::DaemonLock::acquire(&session.layout)?;
+    let key = key::ensure_key(&session.layout)?;
+    if !quiet {
+        println!(
+            "Syncing {} through {}{} (Ctrl-C stops).",
+            session.layout.cuedeck.display(),
+            target.url,
+            if target.host_if_absent {
+                " (the default: hosted by the first peer on this machine)"
+            } else {
+                ""
+            }
+        );
+    }
+    daemon::run(session, &key, target, daemon::Mode::Watch, !quiet)
+}
+
+/// `cue sync start`: the same daemon, in the background.
+pub fn start(cwd: &Path, flags: &RelayFlags) -> Result<()> {
+    let session = commands::open(cwd)?;
+    let layout = session.layout.clone();
+    let target = target(flags, &session.config);
+    check_url(&target.url)?;
+    drop(session);
+    if let Some(pid) = status::running_pid(&layout) {
+        println!("The sync daemon is already running (pid {pid}).");
+        return Ok(());
+    }
+    let log_path = layout.sync_dir().join("daemon.log");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .with_context(|| format!("opening {}", log_path.display()))?;
+    let exe = std::env::current_exe().context("finding the cue executable")?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg("-C").arg(&layout.root).args(["watch", "--sync"]);
+    if let Some(url) = &flags.url {
+        cmd.args(["--relay", url]);
+    }
+    if let Some(token) = &flags.auth_token {
+        cmd.env("CUE_RELAY_TOKEN", token);
+    }
+    cmd.stdin(std::process::Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    #[cfg(unix)]
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    let mut child = cmd.spawn().context("starting the sync daemon")?;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        if let Some(code) = child.try_wait()? {
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(5).collect();
+            anyhow::bail!(
+                "the sync daemon exited at once ({code}); its log ({}) ends:\n{}",
+                log_path.display(),
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
+        if status::read_status(&layout).is_some_and(|s| s.pid == child.id()) {
+            println!(
+                "Sync daemon started (pid {}), syncing through {}. Log: {}",
+                child.id(),
+                target.url,
+                log_path.display()
+            );
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    anyhow::bail!(
+        "the sync daemon (pid {}) did not report in 15 s; see {}",
+        child.id(),
+        log_path.display()
+    )
+}
+
+/// `cue sync stop`: SIGTERM, then wait for the daemon to finish cleanly.
+pub fn stop(cwd: &Path) -> Result<()> {
+    let layout = find(cwd)?;
+    let Some(pid) = status::running_pid(&layout) else {
+        println!("The sync daemon is not running.");
+        return Ok(());
+    };
+    let pid_t = libc::pid_t::try_from(pid).context("daemon pid out of range")?;
+    // SAFETY: sending a signal to a pid; no memory is involved.
+    if unsafe { libc::kill(pid_t, libc::SIGTERM) } != 0 {
+        anyhow::bail!(
+            "cannot signal the sync daemon (pid {pid}): {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        if status::running_pid(&layout).is_none() {
+            println!("Sync daemon (pid {pid}) stopped.");
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    anyhow::bail!("the sync daemon (pid {pid}) did not stop within 15 s")
+}
+
+fn find(cwd: &Path) -> Result<Layout> {
+    Layout::find(cwd).with_context(|| {
+        format!(
+            "{} is not inside a CueDeck workspace; run `cue init` to make one, or `cue clone` to join one",
+            cwd.display()
+        )
+    })
+}
+
+fn format_ago(ms: Option<i64>) -> String {
+    match ms {
+        None => "never".into(),
+        Some(t) => {
+            let s = (disk::now_ms() - t).max(0) / 1000;
+            match s {
+                0..=59 => format!("{s} s ago"),
+                60..=3599 => format!("{} min ago", s / 60),
+                _ => format!("{} h ago", s / 3600),
+            }
+        }
+    }
+}
+
+/// `cue sync status`: what the running daemon reports.
+pub fn show_status(cwd: &Path, json_out: bool) -> Result<()> {
+    let layout = find(cwd)?;
+    let Some(s) = status::read_status(&layout) else {
+        if json_out {
+            println!("{}", json!({ "running": false }));
+        } else {
+            println!("The sync daemon is not running; `cue sync start` starts it.");
+        }
+        return Ok(());
+    };
+    if json_out {
+        let mut v = serde_json::to_value(&s)?;
+        if let Some(obj) = v.as_object_mut() {
+            obj.insert("running".into(), json!(true));
+        }
+        println!("{v}");
+        return Ok(());
+    }
+    println!("Sync daemon: running (pid {})", s.pid);
+    println!(
+        "Relay:       {} ({})",
+        s.relay,
+        if s.connected {
+            "connected"
+        } else {
+            "not connected"
+        }
+    );
+    let names: Vec<String> = s
+        .peers
+        .iter()
+        .map(|p| p.member.clone().unwrap_or_else(|| p.peer[..8].to_string()))
+        .collect();
+    println!(
+        "Peers:       {} online{}",
+        s.peers.len(),
+        if names.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", names.join(", "))
+        }
+    );
+    println!("Last sync:   {}", format_ago(s.last_sync_ms));
+    println!(
+        "Unsent:      {} documents with edits no peer has confirmed",
+        s.unsent_changes
+    );
+    if let Some(p) = &s.last_problem {
+        println!("Problem:     {p}");
+    }
+    Ok(())
+}
+
+/// `cue sync invite`: prints a join code (last line) and records the relay.
+pub fn invite(cwd: &Path, flags: &RelayFlags) -> Result<()> {
+    let layout = find(cwd)?;
+    let config = Config::load(&layout.config_path())?;
+    let target = target(flags, &config);
+    check_url(&target.url)?;
+    let key = key::ensure_key(&layout)?;
+    if config.sync.relay.url.as_deref() != Some(target.url.as_str()) {
+        config::set_relay_url(&layout.config_path(), &target.url)?;
+    }
+    let code = JoinCode {
+        relay: target.url.clone(),
+        key,
+    };
+    println!(
+        "Anyone with this code can read and change this workspace: share it only with members."
+    );
+    println!("On the new machine run:  cue clone <code> <folder>");
+    if target.auth_token_needed() {
+        println!("The relay needs an auth token: give it separately (sync.relay.auth_token).");
+    }
+    println!("{}", code.encode());
+    Ok(())
+}
+
+impl RelayTarget {
+    fn auth_token_needed(&self) -> bool {
+        self.token.is_some()
+    }
+}
+
+/// `cue clone CODE DIR`: a new peer, filled by live sync from the peers online.
+pub fn clone_from_code(
+    cwd: &Path,
+    code: &str,
+    dir: &Path,
+    member: Option<String>,
+    auth_token: Option<String>,
+    timeout: Duration,
+) -> Result<()> {
+    let code = JoinCode::parse(code)?;
+    let root: PathBuf = if dir.is_absolute() {
+        dir.to_path_buf()
+    } else {
+        cwd.join(dir)
+    };
+    let layout = commands::new_peer_dirs(&root)?;
+    let member = commands::member_name(member, &Config::default());
+    key::write_key(&layout, &code.key)?;
+    let store = SqliteStore::open(&layout.state_db())?;
+    let ws = Workspace::join(store, &member, &mut rand::rng())?;
+    disk::atomic_write(
+        &layout.config_path(),
+        config::template("", &member).as_bytes(),
+    )?;
+    config::set_relay_url(&layout.config_path(), &code.relay)?;
+    let mut config = Config::load(&layout.config_path())?;
+    if auth_token.is_some() {
+        config.sync.relay.auth_token = auth_token;
+    }
+    let filters = Filters::new(&layout, &config.sync.include)?;
+    let session = Session {
+        layout: layout.clone(),
+        config: config.clone(),
+        filters,
+        ws,
+    };
+    let target = RelayTarget {
+        url: code.relay.clone(),
+        token: config.sync.relay.auth_token.clone(),
+        host_if_absent: false,
+    };
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "   cloning [{bar:30}] {pos}/{len} files ({elapsed})",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    let mode = daemon::Mode::Clone {
+        deadline: Instant::now() + timeout,
+        bar: bar.clone(),
+    };
+    let synced = daemon::run(session, &code.key, target, mode, false);
+    bar.finish_and_clear();
+    if let Err(e) = synced {
+        // Leave no half-made peer behind: a retry needs an empty folder.
+        let _ = std::fs::remove_dir_all(&layout.cuedeck);
+        return Err(e);
+    }
+    let mut s = commands::open_at(layout)?;
+    let name = s.ws.meta()?.name;
+    config::set_workspace_name(&s.layout.config_path(), &name)?;
+    let applied = s.checkout("writing")?;
+    println!(
+        "Cloned workspace {:?} into {}: {} files. Run `cue watch --sync` there to keep it in sync.",
+        name,
+        root.display(),
+        applied.written.len()
+    );
+    Ok(())
+}
+
+/// `cue relay`: the relay, in this process, in the foreground.
+pub fn relay(listen: &str, auth_token: Option<String>) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the relay runtime")?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("cannot listen on {listen}"))?;
+        let addr = listener.local_addr()?;
+        println!("cue relay listening on ws://{addr}");
+        let config = cue_relay::RelayConfig {
+            auth_token,
+            ..cue_relay::RelayConfig::default()
+        };
+        let shutdown = async {
+            #[cfg(unix)]
+            {
+                use tokio::signal::unix::{signal, SignalKind};
+                match signal(SignalKind::terminate()) {
+                    Ok(mut term) => {
+                        tokio::select! {
+                            _ = tokio::signal::ctrl_c() => {}
+                            _ = term.recv() => {}
+                        }
+                    }
+                    Err(_) => {
+                        let _ = tokio::signal::ctrl_c().await;
+                    }
+                }
+            }
+            #[cfg(not(unix))]
+            let _ = tokio::signal::ctrl_c().await;
+        };
+        cue_relay::serve(listener, config, shutdown)
+            .await
+            .context("relay failed")
+    })
+}
