@@ -1,5 +1,8 @@
-//! End-to-end tests: the real `cue` binary on real folders.
+//! End-to-end tests: the real `cue` binary on real folders, and for live
+//! sync, real `cue watch --sync` daemons talking through a real `cue-relay`.
 
 mod testkit;
 
 mod exchange;
+mod live;
+mod livekit;

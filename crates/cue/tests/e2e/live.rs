@@ -1,0 +1,274 @@
+//! Live sync with real processes: a real `cue-relay` on a free loopback port
+//! and real `cue watch --sync` daemons on real folders.
+
+use std::time::Duration;
+
+use crate::livekit::{clone_live, invite, relay_metric, wait_converged, wait_until, Daemon, Relay};
+use crate::testkit::Peer;
+
+fn has(peer: &Peer, rel: &str, needle: &str) -> bool {
+    std::fs::read_to_string(peer.path(rel)).is_ok_and(|t| t.contains(needle))
+}
+
+#[test]
+fn two_peers_sync_edits_renames_and_deletes_live() {
+    let relay = Relay::start(&[]);
+    let a = Peer::init("ana");
+    a.write(
+        "docs/auth.md",
+        "---\ntitle: Auth\ntags: [security]\n---\n# Auth\n",
+    );
+    let _da = Daemon::start(&a, &relay.url(), &[]);
+    let code = invite(&a, &relay.url());
+    let b = clone_live(&code, "bo", &[]);
+    assert_eq!(b.read("docs/auth.md"), a.read("docs/auth.md"));
+    let _db = Daemon::start(&b, &relay.url(), &[]);
+    _db.wait_log("1 other peer(s) online");
+
+    a.write(
+        "docs/auth.md",
+        "---\ntitle: Auth\ntags: [security]\n---\n# Auth\nfrom ana\n",
+    );
+    wait_until("ana's edit on bo", || has(&b, "docs/auth.md", "from ana"));
+    b.write("cards/c1.md", "---\nstatus: todo\n---\nbo's card\n");
+    wait_until("bo's card on ana", || has(&a, "cards/c1.md", "bo's card"));
+
+    std::fs::rename(a.path("docs/auth.md"), a.path("docs/login.md"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    wait_until("the rename on bo", || {
+        has(&b, "docs/login.md", "from ana") && !b.path("docs/auth.md").exists()
+    });
+    std::fs::remove_file(b.path("cards/c1.md")).unwrap_or_else(|e| panic!("{e}"));
+    wait_until("the delete on ana", || !a.path("cards/c1.md").exists());
+    wait_converged(&[&a, &b]);
+    // The delete is a restorable tombstone on the other peer too.
+    let trash = a.ok(&["trash", "list", "--json"]);
+    assert!(trash.contains("cards/c1.md"), "{trash}");
+}
+
+#[test]
+fn ten_peers_merge_concurrent_edits_of_one_file() {
+    let relay = Relay::start(&[]);
+    let first = Peer::init("p0");
+    first.write(
+        "docs/shared.md",
+        "---\ntitle: Shared\ntags: [base]\n---\n# Shared\n\nend\n",
+    );
+    let mut daemons = vec![Daemon::start(&first, &relay.url(), &[])];
+    let code = invite(&first, &relay.url());
+    let mut peers = vec![first];
+    for i in 1..10 {
+        let p = clone_live(&code, &format!("p{i}"), &[]);
+        daemons.push(Daemon::start(&p, &relay.url(), &[]));
+        peers.push(p);
+    }
+    for d in &daemons {
+        d.wait_log("9 other peer(s) online");
+    }
+    // Everyone inserts a line and a tag at the same moment.
+    for (i, p) in peers.iter().enumerate() {
+        let text = p.read("docs/shared.md");
+        let text = text
+            .replace("tags: [base", &format!("tags: [base, t{i}"))
+            .replace("\nend\n", &format!("\nline from p{i}\nend\n"));
+        p.write("docs/shared.md", &text);
+    }
+    let files = wait_converged(&peers.iter().collect::<Vec<_>>());
+    let shared = files
+        .iter()
+        .find(|(k, _)| k == "docs/shared.md")
+        .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+        .unwrap_or_default();
+    for i in 0..10 {
+        assert!(
+            shared.contains(&format!("line from p{i}\n")),
+            "p{i}'s line lost:\n{shared}"
+        );
+        assert!(
+            shared.contains(&format!("t{i}")),
+            "p{i}'s tag lost:\n{shared}"
+        );
+    }
+}
+
+#[test]
+fn a_peer_stopped_edited_offline_and_restarted_converges() {
+    let relay = Relay::start(&[]);
+    let a = Peer::init("ana");
+    a.write("docs/plan.md", "# Plan\n\nstep one\n");
+    let _da = Daemon::start(&a, &relay.url(), &[]);
+    let b = clone_live(&invite(&a, &relay.url()), "bo", &[]);
+    let mut db = Daemon::start(&b, &relay.url(), &[]);
+    db.wait_log("1 other peer(s) online");
+    let status = db.stop();
+    assert!(status.success(), "SIGTERM is a clean stop: {status:?}");
+
+    b.write(
+        "docs/plan.md",
+        "# Plan\n\nstep one\nstep two (offline, bo)\n",
+    );
+    b.write("docs/notes.md", "written offline\n");
+    a.write("docs/plan.md", "# Plan (ana)\n\nstep one\n");
+    std::thread::sleep(Duration::from_millis(300));
+
+    let _db = Daemon::start(&b, &relay.url(), &[]);
+    let files = wait_converged(&[&a, &b]);
+    let plan = a.read("docs/plan.md");
+    assert!(
+        plan.contains("# Plan (ana)") && plan.contains("step two (offline, bo)"),
+        "{plan}"
+    );
+    assert!(files.iter().any(|(k, _)| k == "docs/notes.md"));
+}
+
+#[test]
+fn everyone_converges_after_the_relay_is_killed_and_restarted() {
+    let mut relay = Relay::start(&[]);
+    let a = Peer::init("ana");
+    a.write("docs/a.md", "start\n");
+    let da = Daemon::start(&a, &relay.url(), &[]);
+    let b = clone_live(&invite(&a, &relay.url()), "bo", &[]);
+    let db = Daemon::start(&b, &relay.url(), &[]);
+    db.wait_log("1 other peer(s) online");
+
+    relay.kill();
+    a.write("docs/a.md", "start\nana while the relay was down\n");
+    b.write("docs/b.md", "bo while the relay was down\n");
+    std::thread::sleep(Duration::from_millis(300));
+    relay.restart();
+
+    wait_until("bo's file on ana", || a.path("docs/b.md").exists());
+    wait_until("ana's edit on bo", || {
+        has(&b, "docs/a.md", "relay was down")
+    });
+    wait_converged(&[&a, &b]);
+    assert!(da.log_text().contains("Lost the relay connection"));
+}
+
+#[test]
+fn a_wrong_auth_token_and_a_damaged_join_code_are_refused_clearly() {
+    let relay = Relay::start(&["--auth-token", "s3cret"]);
+    let a = Peer::init("ana");
+    let mut d = Daemon::start(&a, &relay.url(), &["--auth-token", "wrong"]);
+    let status = d.wait_exit();
+    assert!(!status.success());
+    let log = d.log_text();
+    assert!(log.contains("refused the auth token"), "{log}");
+
+    let _ok = Daemon::start(&a, &relay.url(), &["--auth-token", "s3cret"]);
+    _ok.wait_log("Connected to the relay");
+    let code = invite(&a, &relay.url());
+    // One character of the key changed: the code no longer matches its room.
+    let mut chars: Vec<char> = code.chars().collect();
+    chars[12] = if chars[12] == 'x' { 'y' } else { 'x' };
+    let damaged: String = chars.into_iter().collect();
+    let p = Peer::new("eve");
+    let out = crate::testkit::run_in(&p.root, "eve", &["clone", &damaged, "w"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("join code is damaged"), "{err}");
+    assert!(!p.root.join("w").exists());
+
+    // The right code but no token: refused by the relay, nothing left behind.
+    let out = crate::testkit::run_in(&p.root, "eve", &["clone", &code, "w"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("auth token"));
+    let cloned = clone_live(&code, "bo", &["--auth-token", "s3cret"]);
+    assert!(cloned.path("sync/key").exists());
+}
+
+#[test]
+fn a_peer_over_the_rate_limit_is_throttled_without_losing_edits() {
+    // 5 frames a second with a burst of 5: far below what a burst of saves sends.
+    let relay = Relay::start(&["--rate-per-sec", "5", "--rate-burst", "5"]);
+    let a = Peer::init("ana");
+    let _da = Daemon::start(&a, &relay.url(), &[]);
+    let b = clone_live(&invite(&a, &relay.url()), "bo", &[]);
+    let db = Daemon::start(&b, &relay.url(), &[]);
+    db.wait_log("1 other peer(s) online");
+    for i in 0..40 {
+        a.write(&format!("docs/n{i:02}.md"), &format!("note {i}\n"));
+        std::thread::sleep(Duration::from_millis(15));
+    }
+    let files = wait_converged(&[&a, &b]);
+    assert_eq!(
+        files
+            .iter()
+            .filter(|(k, _)| k.starts_with("docs/n"))
+            .count(),
+        40
+    );
+    assert!(
+        relay_metric(&relay, "cue_relay_rate_limited_total") > 0,
+        "the relay never had to throttle: the test proves nothing"
+    );
+}
+
+#[test]
+fn the_relay_never_sees_a_file_name_or_content_in_plaintext() {
+    let relay = Relay::start(&[]);
+    let a = Peer::init("ana");
+    let _da = Daemon::start(&a, &relay.url(), &[]);
+    let b = clone_live(&invite(&a, &relay.url()), "bo", &[]);
+    let _db = Daemon::start(&b, &relay.url(), &[]);
+    _db.wait_log("1 other peer(s) online");
+
+    // An eavesdropper in the room: it receives every broadcast, as the relay does.
+    let key_hex = a.read("sync/key");
+    let mut key = [0u8; 32];
+    hex::decode_to_slice(key_hex.trim(), &mut key).unwrap_or_else(|e| panic!("{e}"));
+    let room = cue_core::sync::WorkspaceKey::from_bytes(key).room_id();
+    let url = format!("{}/v1/rooms/{room}?peer={}", relay.url(), "ee".repeat(16));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let captured = rt.block_on(async {
+        use futures_util::StreamExt;
+        let (mut ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .unwrap_or_else(|e| panic!("observer connect: {e}"));
+        let secret_file = "docs/zanzibar-merger.md";
+        a.write(
+            secret_file,
+            "---\ntitle: Project Zanzibar\n---\nconfidential body text\n",
+        );
+        let mut frames = Vec::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
+        while !b.path(secret_file).exists() || frames.len() < 2 {
+            match tokio::time::timeout_at(deadline, ws.next()).await {
+                Ok(Some(Ok(m))) => frames.push(m.into_data().to_vec()),
+                Ok(_) => panic!("observer connection ended"),
+                Err(_) => panic!("timed out; frames seen: {}", frames.len()),
+            }
+        }
+        frames
+    });
+    assert!(captured.len() >= 2, "the observer saw the traffic");
+    let status: serde_json::Value = serde_json::from_str(&a.ok(&["status", "--json"]))
+        .unwrap_or_else(|e| panic!("status --json: {e}"));
+    let wsid = status["workspace_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert_eq!(wsid.len(), 32);
+    for needle in [
+        "zanzibar",
+        "Zanzibar",
+        "confidential body",
+        "docs/",
+        "ana",
+        wsid.as_str(),
+    ] {
+        for f in &captured {
+            assert!(
+                !f.windows(needle.len()).any(|w| w == needle.as_bytes()),
+                "{needle:?} crossed the relay in plaintext"
+            );
+        }
+    }
+    // Nor the workspace id as raw bytes.
+    let mut raw = [0u8; 16];
+    hex::decode_to_slice(&wsid, &mut raw).unwrap_or_else(|e| panic!("{e}"));
+    assert!(captured.iter().all(|f| !f.windows(16).any(|w| w == raw)));
+}
