@@ -715,8 +715,14 @@ impl<S: Store> Workspace<S> {
             let Ok(path) = SyncPath::parse(&lf.path) else {
                 continue;
             };
-            if layout.contains_key(&path) {
-                continue; // another file takes this name; its write replaces it
+            // Another file takes this name: its write replaces these bytes, but
+            // only once its document is here. Until then remove them, or they
+            // stay on disk unrecorded, refuse that write, and come back as a new file.
+            if layout
+                .get(&path)
+                .is_some_and(|taker| self.docs.contains_key(&DocKey::File(*taker)))
+            {
+                continue;
             }
             plan.ops.push(DiskOp::Remove {
                 file: *id,

@@ -12,7 +12,7 @@ use serde_json::json;
 
 use crate::config::{self, Config};
 use crate::disk::{self, Applied, Changes, Filters, Layout};
-use crate::store::SqliteStore;
+use crate::store::{SqliteStore, WriteLock};
 
 /// A mistake in how the command was called (exit code 2).
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +25,8 @@ pub struct Session {
     pub config: Config,
     pub filters: Filters,
     pub ws: Workspace<SqliteStore>,
+    /// Held for a command's whole run; `None` in the daemon, which locks per event.
+    pub write_lock: Option<WriteLock>,
 }
 
 pub fn member_name(flag: Option<String>, config: &Config) -> String {
@@ -42,7 +44,17 @@ pub fn open(cwd: &Path) -> Result<Session> {
     open_at(layout)
 }
 
+/// Opens a workspace for a command, holding the write lock until it ends.
 pub fn open_at(layout: Layout) -> Result<Session> {
+    let lock = WriteLock::acquire(&layout.sync_dir())?;
+    let mut s = open_session(layout)?;
+    s.write_lock = Some(lock);
+    Ok(s)
+}
+
+/// Opens a workspace without taking the write lock: for the daemon, which
+/// takes it around each event instead.
+pub fn open_session(layout: Layout) -> Result<Session> {
     let config = Config::load(&layout.config_path())?;
     let filters = Filters::new(&layout, &config.sync.include)?;
     let store = SqliteStore::open(&layout.state_db())?;
@@ -55,6 +67,7 @@ pub fn open_at(layout: Layout) -> Result<Session> {
         config,
         filters,
         ws,
+        write_lock: None,
     })
 }
 

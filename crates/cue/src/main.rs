@@ -175,6 +175,12 @@ enum SyncCommand {
         #[command(flatten)]
         relay: RelayArgs,
     },
+    /// Give a peer cloned from a bundle the key and relay of a join code, so
+    /// it can sync live (a peer of another workspace is refused, not merged).
+    Join {
+        /// The join code from `cue sync invite`.
+        code: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -278,6 +284,7 @@ fn main() -> ExitCode {
         Command::Sync(SyncCommand::Stop) => cue::sync::stop(&cwd),
         Command::Sync(SyncCommand::Status { json }) => cue::sync::show_status(&cwd, json),
         Command::Sync(SyncCommand::Invite { relay }) => cue::sync::invite(&cwd, &relay.flags()),
+        Command::Sync(SyncCommand::Join { code }) => cue::sync::join(&cwd, &code),
         Command::Relay { listen, auth_token } => cue::sync::relay(&listen, auth_token),
         Command::Activity(ActivityCommand::Log { since, json }) => {
             commands::activity(&cwd, since.as_deref(), json)

@@ -322,3 +322,40 @@ fn apply_ops(tx: &Connection, batch: Batch) -> Result<(), StoreError> {
         Ok(())
     }
 }
+
+/// Serialises the processes that write one workspace's state: the daemon
+/// (per event) and every `cue` command (for its whole run).
+///
+/// They share the peer's automerge actor, so two processes must never build
+/// changes from different in-memory states: each takes this lock, checks
+/// whether another process committed meanwhile (and reloads if so), works,
+/// commits, and releases. `flock` is released by the kernel if the holder
+/// dies, so a crash never leaves the workspace locked.
+pub struct WriteLock {
+    _file: std::fs::File,
+}
+
+impl WriteLock {
+    /// Waits for the lock on the state in `sync_dir`.
+    pub fn acquire(sync_dir: &Path) -> Result<WriteLock, StoreError> {
+        use std::os::fd::AsRawFd;
+        let path = sync_dir.join("write.lock");
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| StoreError(format!("cannot open {}: {e}", path.display())))?;
+        loop {
+            // SAFETY: flock on a descriptor this File owns.
+            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } == 0 {
+                return Ok(WriteLock { _file: file });
+            }
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                return Err(StoreError(format!("cannot lock {}: {e}", path.display())));
+            }
+        }
+    }
+}

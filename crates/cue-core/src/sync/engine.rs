@@ -34,6 +34,7 @@ use super::seal::{Sealer, WorkspaceKey, NONCE_LEN};
 use crate::doc::{ChangeHash, SyncState};
 use crate::store::{DocKey, Store};
 use crate::workspace::{Workspace, WorkspaceError};
+use crate::WorkspaceId;
 
 /// How often a peer says it is alive and what its digest is.
 pub const HEARTBEAT_MS: i64 = 5_000;
@@ -55,6 +56,8 @@ pub enum SyncProblem {
     Protocol { peer: PeerId, theirs: u16 },
     #[error("could not merge what peer {peer} sent: {reason}")]
     Merge { peer: PeerId, reason: String },
+    #[error("peer {peer} belongs to another workspace ({theirs}) that uses this room; nothing is exchanged with it")]
+    WrongWorkspace { peer: PeerId, theirs: WorkspaceId },
     #[error("the relay sent a frame that does not parse: {reason}")]
     Relay { reason: String },
 }
@@ -90,6 +93,8 @@ struct Remote {
     sessions: HashMap<DocKey, SyncState>,
     last_request_ms: i64,
     warned_key: bool,
+    /// Another workspace: everything it sends is ignored.
+    foreign: bool,
 }
 
 /// Where a batch of messages goes.
@@ -275,7 +280,9 @@ impl SyncEngine {
                 return Ok(());
             }
         };
-        self.peers.entry(from).or_default();
+        if self.peers.entry(from).or_default().foreign {
+            return Ok(());
+        }
         for msg in msgs {
             if let Err(e) = self.on_message(ws, from, msg, now_ms, out) {
                 // A document a peer sent that does not merge is refused; the
@@ -304,6 +311,7 @@ impl SyncEngine {
             Message::Handshake {
                 protocol,
                 member,
+                workspace,
                 digest,
             } => {
                 if protocol != PROTOCOL {
@@ -312,6 +320,15 @@ impl SyncEngine {
                         theirs: protocol,
                     });
                     return Ok(());
+                }
+                if let (Some(ours), Some(theirs)) = (ws.workspace_id(), workspace.map(WorkspaceId))
+                {
+                    if ours != theirs {
+                        self.peers.entry(from).or_default().foreign = true;
+                        out.problems
+                            .push(SyncProblem::WrongWorkspace { peer: from, theirs });
+                        return Ok(());
+                    }
                 }
                 self.peers.entry(from).or_default().member = Some(member);
                 if self.full_resync || digest != self.digest(ws) {
@@ -487,6 +504,7 @@ impl SyncEngine {
         Message::Handshake {
             protocol: PROTOCOL,
             member: self.member.clone(),
+            workspace: ws.workspace_id().map(|id| id.0),
             digest: self.digest(ws),
         }
     }

@@ -39,6 +39,8 @@ pub enum Message {
     Handshake {
         protocol: u16,
         member: String,
+        /// The sender's workspace id; `None` for a peer still joining.
+        workspace: Option<[u8; 16]>,
         digest: [u8; 32],
     },
     /// "Here is a short hash of each document's heads; sync the ones that differ."
@@ -203,10 +205,18 @@ impl Message {
             Message::Handshake {
                 protocol,
                 member,
+                workspace,
                 digest,
             } => {
                 w.u16(*protocol);
                 w.bytes(member.as_bytes());
+                match workspace {
+                    Some(id) => {
+                        w.u8(1);
+                        w.0.extend_from_slice(id);
+                    }
+                    None => w.u8(0),
+                }
                 w.0.extend_from_slice(digest);
             }
             Message::SyncRequest { full, entries } => {
@@ -247,6 +257,11 @@ impl Message {
                 protocol: r.u16()?,
                 member: String::from_utf8(r.bytes()?.to_vec())
                     .map_err(|_| MessageError::Invalid("member name is not UTF-8"))?,
+                workspace: match r.u8()? {
+                    0 => None,
+                    1 => Some(r.array()?),
+                    _ => return Err(MessageError::Invalid("bad workspace flag")),
+                },
                 digest: r.array()?,
             },
             SYNC_REQUEST => {
@@ -426,6 +441,7 @@ mod tests {
             Message::Handshake {
                 protocol: PROTOCOL,
                 member: "ana".into(),
+                workspace: Some([8; 16]),
                 digest: [1; 32],
             },
             Message::SyncRequest {
@@ -467,7 +483,7 @@ mod tests {
             sync: (0..3 * PART_BYTES).map(|i| i as u8).collect(),
         };
         let mut stream = 5;
-        let mut envs = pack(&[big.clone()], &mut stream);
+        let mut envs = pack(std::slice::from_ref(&big), &mut stream);
         assert_eq!(envs.len(), 4);
         assert_eq!(stream, 6);
         assert!(envs.iter().all(|e| e.len() <= PART_BYTES + ENVELOPE_HEAD));

@@ -20,8 +20,9 @@ use tracing::{info, warn};
 
 use super::net::{self, RelayTarget};
 use super::status::{self, DaemonStatus, PeerStatus};
-use crate::commands::{checkout_all, open_at, record_all, Session};
+use crate::commands::{checkout_all, open_session, record_all, Session};
 use crate::disk;
+use crate::store::WriteLock;
 
 /// What the engine thread reacts to.
 #[derive(Debug)]
@@ -41,6 +42,9 @@ pub enum Event {
 }
 
 const TICK: Duration = Duration::from_millis(250);
+/// A full scan this often, in case the watcher missed something (an
+/// overflowed event queue, a folder created and filled at once).
+const RESCAN: Duration = Duration::from_secs(30);
 
 /// What the daemon is for.
 pub enum Mode {
@@ -64,6 +68,7 @@ pub struct Daemon {
     status_written: Instant,
     out: Option<tmpsc::UnboundedSender<Vec<u8>>>,
     quiet_since: Instant,
+    last_scan: Instant,
     saw_peer: bool,
     verbose: bool,
 }
@@ -129,8 +134,20 @@ pub fn run(
     mode: Mode,
     verbose: bool,
 ) -> Result<()> {
-    if matches!(mode, Mode::Watch) {
+    let (tx, rx) = mpsc::channel();
+    let watching = matches!(mode, Mode::Watch);
+    // Watch before the first scan, so that no save falls between the two.
+    let _watch = if watching {
+        Some(super::watch::start(&session.layout, tx.clone())?)
+    } else {
+        None
+    };
+    if watching {
         // Edits made while no daemon ran are recorded (and later synced) first.
+        let _lock = WriteLock::acquire(&session.layout.sync_dir())?;
+        if session.ws.store_mut().changed_by_others()? {
+            session = open_session(session.layout.clone())?;
+        }
         let changes = session.record()?;
         if !changes.is_empty() && verbose {
             println!("Recorded {} edits made while offline.", changes.count());
@@ -155,14 +172,7 @@ pub fn run(
         info!("offline longer than sync.max_offline_days: every document will be compared");
     }
 
-    let (tx, rx) = mpsc::channel();
-    let watching = matches!(mode, Mode::Watch);
     let (out, net_thread) = start_network(target.clone(), &engine, tx.clone(), watching)?;
-    let _watch = if watching {
-        Some(super::watch::start(&session.layout, tx.clone())?)
-    } else {
-        None
-    };
     let ticker = tx.clone();
     std::thread::Builder::new()
         .name("cue-tick".into())
@@ -189,6 +199,7 @@ pub fn run(
         status_written: Instant::now() - Duration::from_secs(10),
         out: Some(out),
         quiet_since: Instant::now(),
+        last_scan: Instant::now(),
         saw_peer: false,
         verbose,
     };
@@ -205,6 +216,7 @@ pub fn run(
 impl Daemon {
     fn event_loop(&mut self, rx: &mpsc::Receiver<Event>, mode: &Mode) -> Result<()> {
         while let Ok(event) = rx.recv() {
+            let _lock = WriteLock::acquire(&self.session.layout.sync_dir())?;
             self.reload_if_needed()?;
             match event {
                 Event::Disk => self.on_disk()?,
@@ -235,6 +247,9 @@ impl Daemon {
                 Event::Tick => {
                     let out = self.engine.tick(&mut self.session.ws, disk::now_ms());
                     self.send(out.frames);
+                    if matches!(mode, Mode::Watch) && self.last_scan.elapsed() >= RESCAN {
+                        self.on_disk()?;
+                    }
                     if let Mode::Clone { deadline, bar } = mode {
                         let (have, total) = self.clone_progress()?;
                         bar.set_length(total);
@@ -267,7 +282,7 @@ impl Daemon {
             return Ok(());
         }
         let layout = self.session.layout.clone();
-        self.session = open_at(layout)?;
+        self.session = open_session(layout)?;
         self.session.ws.store_mut().changed_by_others()?;
         let out = self.engine.local_changes(&mut self.session.ws)?;
         self.send(out.frames);
@@ -275,6 +290,7 @@ impl Daemon {
     }
 
     fn on_disk(&mut self) -> Result<()> {
+        self.last_scan = Instant::now();
         let changes = record_all(
             &mut self.session.ws,
             &self.session.layout,

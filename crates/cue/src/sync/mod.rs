@@ -59,11 +59,18 @@ fn check_url(url: &str) -> Result<()> {
 
 /// `cue watch --sync`: the daemon in the foreground.
 pub fn watch(cwd: &Path, flags: &RelayFlags, quiet: bool) -> Result<()> {
-    let session = commands::open(cwd)?;
+    let session = commands::open_session(find(cwd)?)?;
     let target = target(flags, &session.config);
     check_url(&target.url)?;
     let _lock = status::DaemonLock::acquire(&session.layout)?;
-    let key = key::ensure_key(&session.layout)?;
+    let key = key::read_key(&session.layout)?.ok_or_else(|| {
+        UsageError(
+            "this peer has no workspace key yet (it was cloned from a bundle, or made by an older cue): \
+             run `cue sync join CODE` here with a code from `cue sync invite` on a peer that syncs, \
+             or `cue sync invite` here if this is the workspace's first peer"
+                .to_string(),
+        )
+    })?;
     if !quiet {
         println!(
             "Syncing {} through {}{} (Ctrl-C stops).",
@@ -268,6 +275,31 @@ pub fn invite(cwd: &Path, flags: &RelayFlags) -> Result<()> {
     Ok(())
 }
 
+/// `cue sync join CODE`: an existing peer (cloned from a bundle) takes the
+/// key and relay of a join code. Peers of another workspace that share the
+/// room are refused by the handshake, so a wrong code merges nothing.
+pub fn join(cwd: &Path, code: &str) -> Result<()> {
+    let layout = find(cwd)?;
+    let code = JoinCode::parse(code)?;
+    if let Some(existing) = key::read_key(&layout)? {
+        if existing != code.key {
+            return Err(UsageError(
+                "this peer already has a different workspace key; it syncs in another room. \
+                 Remove .cuedeck/sync/key first if you really mean to switch"
+                    .to_string(),
+            )
+            .into());
+        }
+    }
+    key::write_key(&layout, &code.key)?;
+    config::set_relay_url(&layout.config_path(), &code.relay)?;
+    println!(
+        "Joined: this peer syncs through {} from now on; start it with `cue watch --sync` or `cue sync start`.",
+        code.relay
+    );
+    Ok(())
+}
+
 impl RelayTarget {
     fn auth_token_needed(&self) -> bool {
         self.token.is_some()
@@ -309,6 +341,7 @@ pub fn clone_from_code(
         config: config.clone(),
         filters,
         ws,
+        write_lock: None,
     };
     let target = RelayTarget {
         url: code.relay.clone(),

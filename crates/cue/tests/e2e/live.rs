@@ -272,3 +272,79 @@ fn the_relay_never_sees_a_file_name_or_content_in_plaintext() {
     hex::decode_to_slice(&wsid, &mut raw).unwrap_or_else(|e| panic!("{e}"));
     assert!(captured.iter().all(|f| !f.windows(16).any(|w| w == raw)));
 }
+
+#[test]
+fn a_bundle_clone_joins_by_code_and_another_workspace_is_never_merged() {
+    let relay = Relay::start(&[]);
+    let a = Peer::init("ana");
+    a.write("docs/team.md", "team doc\n");
+    let da = Daemon::start(&a, &relay.url(), &[]);
+    let code = invite(&a, &relay.url());
+
+    // A peer cloned from a bundle has no key: watch says what to do.
+    let b = Peer::clone_of(&a, "bo");
+    let out = b.run(&["watch", "--sync", "--relay", &relay.url()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cue sync join"));
+    b.ok(&["sync", "join", &code]);
+    let _db = Daemon::start(&b, "", &[]);
+    b.write("docs/from-bo.md", "bo\n");
+    wait_until("bo's file on ana", || a.path("docs/from-bo.md").exists());
+
+    // Another workspace given this workspace's code is refused, both ways.
+    let e = Peer::init("eve");
+    e.write("docs/eve-secret.md", "other workspace\n");
+    let out = e.run(&["sync", "join", &code]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already has a different workspace key"));
+    std::fs::remove_file(e.path("sync/key")).unwrap_or_else(|err| panic!("{err}"));
+    e.ok(&["sync", "join", &code]);
+    let de = Daemon::start(&e, "", &[]);
+    de.wait_log("belongs to another workspace");
+    da.wait_log("belongs to another workspace");
+    a.write("docs/team.md", "team doc\nlater\n");
+    wait_until("ana's edit on bo", || has(&b, "docs/team.md", "later"));
+    assert!(!a.path("docs/eve-secret.md").exists());
+    assert!(!e.path("docs/team.md").exists());
+}
+
+#[test]
+fn the_background_daemon_starts_reports_and_stops() {
+    let relay = Relay::start(&[]);
+    let a = Peer::init("ana");
+    let out = a.ok(&["sync", "status", "--json"]);
+    assert!(out.contains("\"running\":false"), "{out}");
+    /// Stops the background daemon even if the test fails.
+    struct StopOnDrop<'a>(&'a Peer);
+    impl Drop for StopOnDrop<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.run(&["sync", "stop"]);
+        }
+    }
+    let _stop = StopOnDrop(&a);
+    let _db_guard;
+    {
+        a.ok(&["sync", "start", "--relay", &relay.url()]);
+        let b = clone_live(&invite(&a, &relay.url()), "bo", &[]);
+        _db_guard = Daemon::start(&b, &relay.url(), &[]);
+        wait_until("ana's daemon to see bo", || {
+            let s: serde_json::Value =
+                serde_json::from_str(&a.ok(&["sync", "status", "--json"])).unwrap_or_default();
+            s["running"] == true
+                && s["connected"] == true
+                && s["peers"].as_array().is_some_and(|p| p.len() == 1)
+                && s["peers"][0]["member"] == "bo"
+        });
+        let human = a.ok(&["sync", "status"]);
+        assert!(human.contains("1 online (bo)"), "{human}");
+        b.write("docs/x.md", "x\n");
+        wait_until("bo's file on ana", || a.path("docs/x.md").exists());
+        // A second daemon on the same workspace is refused.
+        let out = a.run(&["watch", "--sync", "--relay", &relay.url()]);
+        assert!(!out.status.success());
+        assert!(String::from_utf8_lossy(&out.stderr).contains("already syncing"));
+    }
+    let stopped = a.ok(&["sync", "stop"]);
+    assert!(stopped.contains("stopped"), "{stopped}");
+    let out = a.ok(&["sync", "status", "--json"]);
+    assert!(out.contains("\"running\":false"), "{out}");
+}

@@ -119,8 +119,13 @@ impl Daemon {
             .append(true)
             .open(&log)
             .unwrap_or_else(|e| panic!("{e}"));
-        let child = Command::new(cue_bin())
-            .args(["watch", "--sync", "--relay", relay])
+        let mut cmd = Command::new(cue_bin());
+        cmd.args(["watch", "--sync"]);
+        // An empty relay means: the one recorded in config.toml.
+        if !relay.is_empty() {
+            cmd.args(["--relay", relay]);
+        }
+        let child = cmd
             .args(extra)
             .current_dir(&peer.root)
             .env("CUE_MEMBER", &peer.member)
@@ -195,6 +200,9 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- {} ---\n{}", self.log.display(), self.log_text());
+        }
         self.kill();
     }
 }
@@ -210,7 +218,6 @@ pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
 
 /// Waits until every peer holds the same files, and returns them.
 pub fn wait_converged(peers: &[&Peer]) -> Vec<(String, Vec<u8>)> {
-    let mut last = Vec::new();
     let deadline = Instant::now() + CONVERGE;
     loop {
         let all: Vec<_> = peers.iter().map(|p| p.files()).collect();
@@ -218,19 +225,14 @@ pub fn wait_converged(peers: &[&Peer]) -> Vec<(String, Vec<u8>)> {
             return all.into_iter().next().unwrap_or_default();
         }
         if Instant::now() > deadline {
-            last = all
+            let sizes: Vec<Vec<(String, usize)>> = all
                 .iter()
-                .map(|f| {
-                    f.iter()
-                        .map(|(k, v)| (k.clone(), v.len()))
-                        .collect::<Vec<_>>()
-                })
+                .map(|f| f.iter().map(|(k, v)| (k.clone(), v.len())).collect())
                 .collect();
-            break;
+            panic!("peers did not converge: {sizes:?}");
         }
         std::thread::sleep(Duration::from_millis(25));
     }
-    panic!("peers did not converge: {last:?}");
 }
 
 /// A join code from `peer`, for `relay`.
