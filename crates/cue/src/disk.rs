@@ -192,8 +192,27 @@ fn walk(dir: &Path, key: &str, filters: &Filters, view: &mut DiskView) -> Result
     Ok(())
 }
 
+/// Removes the temporary file of an atomic write whose process died before
+/// renaming it (a `kill -9`, a power cut): `.cue-<pid>.tmp` with no such pid.
+fn sweep_stale_temp(path: &Path, name: &str) {
+    let Some(pid) = name
+        .strip_prefix(".cue-")
+        .and_then(|r| r.strip_suffix(".tmp"))
+        .and_then(|p| p.parse::<libc::pid_t>().ok())
+    else {
+        return;
+    };
+    // SAFETY: signal 0 only checks whether the process exists.
+    let gone = unsafe { libc::kill(pid, 0) } != 0
+        && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+    if gone {
+        let _ = fs::remove_file(path);
+    }
+}
+
 fn consider(path: &Path, key: &str, filters: &Filters, view: &mut DiskView) {
     let name = key.rsplit('/').next().unwrap_or_default();
+    sweep_stale_temp(path, name);
     if is_editor_noise(name) || filters.ignored(key, false) {
         return;
     }

@@ -330,9 +330,11 @@ impl IndexDoc {
     /// The index as it would be after merging `bytes`, without changing this one:
     /// lets an import check every path before accepting anything.
     pub fn preview(&mut self, bytes: &[u8]) -> Result<IndexDoc, DocError> {
-        let mut fork = self.doc.fork();
-        fork.load_incremental(bytes)?;
-        Ok(IndexDoc { doc: fork })
+        let doc = super::merge_untrusted(&mut self.doc, |doc| {
+            doc.load_incremental(bytes)?;
+            Ok(())
+        })?;
+        Ok(IndexDoc { doc })
     }
 
     /// This peer's actor id (hex).

@@ -33,9 +33,14 @@ macro_rules! impl_storage {
                 self.doc.save_after(heads)
             }
 
-            /// Merges saved bytes or changes from elsewhere; harmless if already known.
+            /// Merges saved bytes or changes from elsewhere; harmless if already
+            /// known. All or nothing: bytes that are refused (see
+            /// [`merge_untrusted`](crate::doc::merge_untrusted)) leave the document as it was.
             pub fn apply(&mut self, bytes: &[u8]) -> Result<(), DocError> {
-                self.doc.load_incremental(bytes)?;
+                self.doc = $crate::doc::merge_untrusted(&mut self.doc, |doc| {
+                    doc.load_incremental(bytes)?;
+                    Ok(())
+                })?;
                 Ok(())
             }
 
@@ -62,9 +67,15 @@ macro_rules! impl_storage {
                 message: &[u8],
             ) -> Result<(), DocError> {
                 use automerge::sync::SyncDoc;
-                let message = automerge::sync::Message::decode(message)
-                    .map_err(|_| DocError::BadSyncMessage)?;
-                self.doc.sync().receive_sync_message(state, message)?;
+                // On copies, so that a refused message changes neither.
+                let mut next_state = state.clone();
+                self.doc = $crate::doc::merge_untrusted(&mut self.doc, |doc| {
+                    let message = automerge::sync::Message::decode(message)
+                        .map_err(|_| DocError::BadSyncMessage)?;
+                    doc.sync().receive_sync_message(&mut next_state, message)?;
+                    Ok(())
+                })?;
+                *state = next_state;
                 Ok(())
             }
 
@@ -95,6 +106,53 @@ pub enum DocError {
     Shape(&'static str),
     #[error("a peer sent a sync message that does not decode")]
     BadSyncMessage,
+    #[error("refused changes from elsewhere: {0}")]
+    Refused(String),
+}
+
+/// The furthest from the Unix epoch, either way, that a change's time (in
+/// seconds) may be when it comes from elsewhere. automerge 0.12 keeps change
+/// times as deltas in an i64 column and panics ("delta value overflows i64",
+/// in hexane 1.0.0-alpha.5's `compute_slab_agg`) when two changes' times
+/// differ by more than an i64 holds: one change dated near `i64::MIN` would
+/// crash every peer that merged it, or the next commit after it. Within this
+/// bound no two times can overflow, and no real clock comes near it.
+pub const MAX_CHANGE_TIME_S: i64 = 1 << 62;
+
+/// `doc` after `merge` took in bytes from elsewhere (a peer, a bundle, a
+/// relay), or why they were refused; `doc` itself is not touched, so a refusal
+/// leaves nothing half-applied. The merge runs on a copy; a panic inside
+/// automerge becomes [`DocError::Refused`] instead of taking the process down
+/// (the panic hook still prints it), and changes dated beyond
+/// [`MAX_CHANGE_TIME_S`] are refused before anything can commit after them.
+/// Found by the `bundle_import` fuzz target (fuzz/README.md).
+pub(crate) fn merge_untrusted(
+    doc: &mut automerge::AutoCommit,
+    merge: impl FnOnce(&mut automerge::AutoCommit) -> Result<(), DocError>,
+) -> Result<automerge::AutoCommit, DocError> {
+    let before = doc.get_heads();
+    let mut next = doc.clone();
+    let merged = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| merge(&mut next)));
+    match merged {
+        Ok(result) => result?,
+        Err(_) => {
+            return Err(DocError::Refused(
+                "automerge panicked while merging them".into(),
+            ))
+        }
+    }
+    let times = -MAX_CHANGE_TIME_S..=MAX_CHANGE_TIME_S;
+    if let Some(bad) = next
+        .get_changes_meta(&before)
+        .iter()
+        .find(|c| !times.contains(&c.timestamp))
+    {
+        return Err(DocError::Refused(format!(
+            "change {} is dated {} s from the Unix epoch, beyond the 2^62 s accepted",
+            bad.hash, bad.timestamp
+        )));
+    }
+    Ok(next)
 }
 
 /// Who makes a change and when: recorded in each automerge change so the

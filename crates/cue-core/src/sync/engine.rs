@@ -190,6 +190,23 @@ impl SyncEngine {
         self.outbox.clear();
     }
 
+    /// The workspace was reloaded from the store after a failure (a full
+    /// disk): what was merged in memory but not committed is gone, so every
+    /// sync session starts over and the next heartbeat compares digests anew.
+    pub fn reset<S: Store>(&mut self, ws: &Workspace<S>) {
+        for remote in self.peers.values_mut() {
+            remote.sessions.clear();
+            remote.last_request_ms = i64::MIN / 2;
+        }
+        self.reassembler = Reassembler::default();
+        self.outbox.clear();
+        self.known = ws
+            .doc_heads()
+            .iter()
+            .map(|(k, i)| (*k, i.heads.clone()))
+            .collect();
+    }
+
     /// Handles one frame from the relay.
     pub fn on_frame<S: Store>(
         &mut self,

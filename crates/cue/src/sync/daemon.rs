@@ -12,7 +12,7 @@
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{Context, Result};
 use cue_core::sync::{SyncEngine, SyncProblem, WorkspaceKey};
 use cue_wire::PeerId;
 use tokio::sync::mpsc as tmpsc;
@@ -39,6 +39,18 @@ pub enum Event {
     Fatal(String),
     Tick,
     Shutdown,
+}
+
+/// An error that ends the daemon (a refused token, a clone that cannot
+/// finish); every other error is reported and recovered from.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Fatal(String);
+
+/// Whether the event loop goes on.
+enum Flow {
+    Continue,
+    Stop,
 }
 
 const TICK: Duration = Duration::from_millis(250);
@@ -120,6 +132,13 @@ fn spawn_signal_handler(events: mpsc::Sender<Event>) {
     });
 }
 
+/// Prints a progress line. `println!` panics when stdout fails (a log file
+/// on a full disk, a closed pipe); the daemon must not die of that.
+fn print_line(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout(), "{line}");
+}
+
 fn random_seed() -> Result<[u8; 32]> {
     let mut seed = [0u8; 32];
     getrandom::fill(&mut seed).context("reading the system's random source")?;
@@ -150,7 +169,10 @@ pub fn run(
         }
         let changes = session.record()?;
         if !changes.is_empty() && verbose {
-            println!("Recorded {} edits made while offline.", changes.count());
+            print_line(&format!(
+                "Recorded {} edits made while offline.",
+                changes.count()
+            ));
         }
         session.checkout("writing")?;
     }
@@ -217,62 +239,85 @@ impl Daemon {
     fn event_loop(&mut self, rx: &mpsc::Receiver<Event>, mode: &Mode) -> Result<()> {
         while let Ok(event) = rx.recv() {
             let _lock = WriteLock::acquire(&self.session.layout.sync_dir())?;
-            self.reload_if_needed()?;
-            match event {
-                Event::Disk => self.on_disk()?,
-                Event::Frame(bytes) => self.on_frame(&bytes, mode)?,
-                Event::Connected => {
-                    self.status.connected = true;
-                    self.status.last_problem = None;
-                    self.say(&format!("Connected to the relay at {}.", self.relay));
-                }
-                Event::Disconnected => {
-                    if self.status.connected {
-                        self.say("Lost the relay connection; reconnecting.");
-                    }
-                    self.engine.disconnected();
-                    self.status.connected = false;
-                }
-                Event::Unreachable(why) => {
-                    if self.status.last_problem.is_none() {
-                        self.say(&format!(
-                            "Cannot reach the relay at {} ({why}); retrying.",
-                            self.relay
-                        ));
-                    }
-                    self.status.connected = false;
-                    self.status.last_problem = Some(format!("relay unreachable: {why}"));
-                }
-                Event::Fatal(msg) => return Err(anyhow!(msg)),
-                Event::Tick => {
-                    let out = self.engine.tick(&mut self.session.ws, disk::now_ms());
-                    self.send(out.frames);
-                    if matches!(mode, Mode::Watch) && self.last_scan.elapsed() >= RESCAN {
-                        self.on_disk()?;
-                    }
-                    if let Mode::Clone { deadline, bar } = mode {
-                        let (have, total) = self.clone_progress()?;
-                        bar.set_length(total);
-                        bar.set_position(have);
-                        if self.clone_done()? {
-                            return Ok(());
-                        }
-                        if Instant::now() > *deadline {
-                            return Err(anyhow!(
-                                "{}: no peer of this workspace sent it in time; start `cue watch --sync` on a peer that has it, then retry",
-                                if self.saw_peer { "the workspace did not finish arriving" } else { "nobody else is in this workspace's room on the relay" }
-                            ));
-                        }
-                    }
-                }
-                Event::Shutdown => {
-                    self.say("Stopping.");
-                    return Ok(());
+            match self.handle(event, mode) {
+                Ok(Flow::Continue) => {}
+                Ok(Flow::Stop) => return Ok(()),
+                Err(e) if e.downcast_ref::<Fatal>().is_some() => return Err(e),
+                Err(e) => {
+                    // A full disk, a file the editor holds, a document that
+                    // would not load: report it, drop what was only in memory,
+                    // and carry on. Nothing committed is lost, and whatever
+                    // failed is retried by the next scan or resync.
+                    let msg = format!("{e:#}");
+                    warn!("{msg}; recovering from the last committed state");
+                    self.status.last_problem = Some(msg);
+                    let layout = self.session.layout.clone();
+                    self.session =
+                        open_session(layout).context("reloading the sync state after an error")?;
+                    self.session.ws.store_mut().changed_by_others()?;
+                    self.engine.reset(&self.session.ws);
                 }
             }
             self.write_status(false);
         }
         Ok(())
+    }
+
+    fn handle(&mut self, event: Event, mode: &Mode) -> Result<Flow> {
+        self.reload_if_needed()?;
+        match event {
+            Event::Disk => self.on_disk()?,
+            Event::Frame(bytes) => self.on_frame(&bytes, mode)?,
+            Event::Connected => {
+                self.status.connected = true;
+                self.status.last_problem = None;
+                self.say(&format!("Connected to the relay at {}.", self.relay));
+            }
+            Event::Disconnected => {
+                if self.status.connected {
+                    self.say("Lost the relay connection; reconnecting.");
+                }
+                self.engine.disconnected();
+                self.status.connected = false;
+            }
+            Event::Unreachable(why) => {
+                if self.status.last_problem.is_none() {
+                    self.say(&format!(
+                        "Cannot reach the relay at {} ({why}); retrying.",
+                        self.relay
+                    ));
+                }
+                self.status.connected = false;
+                self.status.last_problem = Some(format!("relay unreachable: {why}"));
+            }
+            Event::Fatal(msg) => return Err(Fatal(msg).into()),
+            Event::Tick => {
+                let out = self.engine.tick(&mut self.session.ws, disk::now_ms());
+                self.send(out.frames);
+                if matches!(mode, Mode::Watch) && self.last_scan.elapsed() >= RESCAN {
+                    self.on_disk()?;
+                }
+                if let Mode::Clone { deadline, bar } = mode {
+                    let (have, total) = self.clone_progress()?;
+                    bar.set_length(total);
+                    bar.set_position(have);
+                    if self.clone_done()? {
+                        return Ok(Flow::Stop);
+                    }
+                    if Instant::now() > *deadline {
+                        return Err(Fatal(format!(
+                            "{}: no peer of this workspace sent it in time; start `cue watch --sync` on a peer that has it, then retry",
+                            if self.saw_peer { "the workspace did not finish arriving" } else { "nobody else is in this workspace's room on the relay" }
+                        )).into());
+                    }
+                }
+            }
+            Event::Shutdown => {
+                self.say("Stopping.");
+                return Ok(Flow::Stop);
+            }
+        }
+        Ok(Flow::Continue)
     }
 
     /// A `cue` command in another process committed to the state: reload it,
@@ -313,7 +358,7 @@ impl Daemon {
                 .chain(&changes.removed)
                 .map(String::as_str)
                 .collect();
-            println!("Sent: {}", names.join(", "));
+            print_line(&format!("Sent: {}", names.join(", ")));
         }
         self.send(out.frames);
         Ok(())
@@ -329,7 +374,7 @@ impl Daemon {
             warn!("{p}");
             self.status.last_problem = Some(p.to_string());
             if matches!(mode, Mode::Clone { .. }) && matches!(p, SyncProblem::WrongKey { .. }) {
-                return Err(anyhow!("{p}"));
+                return Err(Fatal(p.to_string()).into());
             }
         }
         let peers = self.engine.status().peers.len();
@@ -352,7 +397,7 @@ impl Daemon {
                     .chain(&applied.removed)
                     .map(String::as_str)
                     .collect();
-                println!("Received: {}", names.join(", "));
+                print_line(&format!("Received: {}", names.join(", ")));
             }
         }
         self.send(out.frames);
@@ -388,7 +433,7 @@ impl Daemon {
     fn say(&self, line: &str) {
         info!("{line}");
         if self.verbose {
-            println!("{line}");
+            print_line(line);
         }
     }
 

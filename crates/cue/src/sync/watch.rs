@@ -17,7 +17,7 @@ use super::daemon::Event;
 use crate::disk::{is_editor_noise, Layout};
 
 /// Quiet time that ends a burst.
-const QUIET: Duration = Duration::from_millis(8);
+const QUIET: Duration = Duration::from_millis(5);
 /// A burst that never goes quiet is still reported this often.
 const MAX_WAIT: Duration = Duration::from_millis(150);
 

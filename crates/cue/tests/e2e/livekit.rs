@@ -109,10 +109,18 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn start(peer: &Peer, relay: &str, extra: &[&str]) -> Daemon {
-        let log = peer.root.parent().unwrap_or(&peer.root).join(format!(
-            "{}-{}.log",
+        // Outside the peer's folder (which may be a tiny full disk); removed
+        // unless the test fails.
+        let dir = std::env::temp_dir().join("cue-e2e-logs");
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+        let log = dir.join(format!(
+            "{}-{}-{}.log",
             peer.member,
-            std::process::id()
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0)
         ));
         let file = std::fs::OpenOptions::new()
             .create(true)
@@ -200,10 +208,12 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
+        self.kill();
         if std::thread::panicking() {
             eprintln!("--- {} ---\n{}", self.log.display(), self.log_text());
+        } else {
+            let _ = std::fs::remove_file(&self.log);
         }
-        self.kill();
     }
 }
 

@@ -3,6 +3,7 @@
 
 mod testkit;
 
+mod chaos;
 mod exchange;
 mod live;
 mod livekit;

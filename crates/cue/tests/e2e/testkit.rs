@@ -40,6 +40,18 @@ impl Peer {
         }
     }
 
+    /// A peer whose folder already exists at `root` (made by the caller).
+    pub fn at(root: PathBuf, member: &str) -> Peer {
+        Peer {
+            _tmp: tempfile::Builder::new()
+                .prefix("cue-e2e-")
+                .tempdir()
+                .unwrap_or_else(|e| panic!("{e}")),
+            root,
+            member: member.to_string(),
+        }
+    }
+
     /// `cue init` in a fresh folder.
     pub fn init(member: &str) -> Peer {
         let p = Peer::new(member);
