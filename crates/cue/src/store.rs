@@ -59,10 +59,15 @@ impl SqliteStore {
         conn.busy_timeout(std::time::Duration::from_secs(10))
             .map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
+        // The baseline is taken now, so that a commit by another process at
+        // any time after this open is noticed by `changed_by_others`.
+        let data_version = conn
+            .query_row("PRAGMA data_version", [], |r| r.get(0))
+            .map_err(err)?;
         Ok(SqliteStore {
             conn,
             bulk: false,
-            data_version: None,
+            data_version: Some(data_version),
         })
     }
 

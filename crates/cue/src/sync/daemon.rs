@@ -83,6 +83,9 @@ pub struct Daemon {
     last_scan: Instant,
     saw_peer: bool,
     verbose: bool,
+    /// Problems already logged: a file that cannot sync is reported once,
+    /// not at every scan.
+    reported: std::collections::HashSet<String>,
 }
 
 /// Starts the network thread; the returned sender is how frames leave.
@@ -224,6 +227,7 @@ pub fn run(
         last_scan: Instant::now(),
         saw_peer: false,
         verbose,
+        reported: std::collections::HashSet::new(),
     };
     daemon.write_status(true);
     let result = daemon.event_loop(&rx, &mode);
@@ -343,8 +347,7 @@ impl Daemon {
             &|_, _| {},
         )?;
         for s in &changes.skipped {
-            warn!("{s}");
-            self.status.last_problem = Some(s.clone());
+            self.report(s);
         }
         if changes.is_empty() {
             return Ok(());
@@ -371,8 +374,7 @@ impl Daemon {
             .engine
             .on_frame(&mut self.session.ws, bytes, disk::now_ms())?;
         for p in &out.problems {
-            warn!("{p}");
-            self.status.last_problem = Some(p.to_string());
+            self.report(&p.to_string());
             if matches!(mode, Mode::Clone { .. }) && matches!(p, SyncProblem::WrongKey { .. }) {
                 return Err(Fatal(p.to_string()).into());
             }
@@ -388,7 +390,7 @@ impl Daemon {
             let applied =
                 checkout_all(&mut self.session.ws, &self.session.layout, true, &|_, _| {})?;
             for s in &applied.skipped {
-                warn!("{s}");
+                self.report(s);
             }
             if self.verbose && !(applied.written.is_empty() && applied.removed.is_empty()) {
                 let names: Vec<&str> = applied
@@ -428,6 +430,17 @@ impl Daemon {
                 let _ = out.send(f.encode());
             }
         }
+    }
+
+    /// Logs a problem the first time it is seen, and shows it in the status.
+    fn report(&mut self, problem: &str) {
+        if self.reported.len() > 10_000 {
+            self.reported.clear();
+        }
+        if self.reported.insert(problem.to_string()) {
+            warn!("{problem}");
+        }
+        self.status.last_problem = Some(problem.to_string());
     }
 
     fn say(&self, line: &str) {

@@ -186,6 +186,13 @@ impl Daemon {
         }
     }
 
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
     /// Waits for the daemon to exit by itself and returns its status.
     pub fn wait_exit(&mut self) -> std::process::ExitStatus {
         let mut child = self

@@ -3,6 +3,7 @@
 
 mod testkit;
 
+mod bad_input;
 mod chaos;
 mod exchange;
 mod live;
