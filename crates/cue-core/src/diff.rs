@@ -3,8 +3,8 @@
 //! A user's editor hands us whole files, never keystrokes. To let concurrent
 //! edits elsewhere in the same file survive, a save must become the smallest
 //! edit we can find rather than "replace everything". We trim the common prefix
-//! and suffix, diff the middle by lines, then diff each changed hunk by
-//! characters when it is small enough. The work is bounded (no clock, so the
+//! and suffix to whole lines, diff the middle by lines, then diff each changed
+//! hunk by characters (trimmed again, then in full when it is small enough). The work is bounded (no clock, so the
 //! result is the same on every machine): pathological inputs degrade to a
 //! coarser, still correct, replacement.
 
@@ -34,13 +34,29 @@ pub fn splices(old: &str, new: &str) -> Vec<Splice> {
     }
     let a: Vec<char> = old.chars().collect();
     let b: Vec<char> = new.chars().collect();
+    // The middle must start and end on line boundaries: cut inside a line, the
+    // line diff sees no equal lines, and the char diff of the whole middle then
+    // builds a new line out of characters of another (a marker out of a tag),
+    // which a concurrent edit of that other line tears apart.
     let prefix = a.iter().zip(&b).take_while(|(x, y)| x == y).count();
-    let suffix = a[prefix..]
+    let prefix = a[..prefix]
+        .iter()
+        .rposition(|c| *c == '\n')
+        .map_or(0, |i| i + 1);
+    let mut suffix = a[prefix..]
         .iter()
         .rev()
         .zip(b[prefix..].iter().rev())
         .take_while(|(x, y)| x == y)
         .count();
+    let (a_end, b_end) = (a.len() - suffix, b.len() - suffix);
+    let line_start = |t: &[char], end: usize| end == 0 || t[end - 1] == '\n';
+    if !(line_start(&a, a_end) && line_start(&b, b_end)) {
+        suffix = a[a_end..]
+            .iter()
+            .position(|c| *c == '\n')
+            .map_or(0, |i| suffix - i - 1);
+    }
     let a_mid = &a[prefix..a.len() - suffix];
     let b_mid = &b[prefix..b.len() - suffix];
     let mut out = Vec::new();
@@ -128,6 +144,17 @@ fn diff_lines(a: &[char], b: &[char], base: usize, out: &mut Vec<Splice>) {
 }
 
 fn diff_chars(a: &[char], b: &[char], base: usize, out: &mut Vec<Splice>) {
+    // What the hunk keeps at both ends stays, so an edit inside a long line
+    // is small even when the line is too long for a full char diff.
+    let prefix = a.iter().zip(b).take_while(|(x, y)| x == y).count();
+    let suffix = a[prefix..]
+        .iter()
+        .rev()
+        .zip(b[prefix..].iter().rev())
+        .take_while(|(x, y)| x == y)
+        .count();
+    let (a, b) = (&a[prefix..a.len() - suffix], &b[prefix..b.len() - suffix]);
+    let base = base + prefix;
     if a.is_empty() || b.is_empty() || a.len().saturating_mul(b.len()) > MAX_CHAR_PRODUCT {
         push(out, base, a.len(), b.iter().collect());
         return;

@@ -506,7 +506,7 @@ impl<S: Store> Workspace<S> {
         }
         let disk_heads = match base_heads {
             Some(base) if doc.heads() != base && doc.has_all(&base) => {
-                let mut fork = doc.fork_at(&base)?;
+                let mut fork = doc.fork_at(&base, new_actor(rng))?;
                 fork.record(text, &author)?;
                 let heads = fork.heads();
                 doc.merge(&mut fork)?;
@@ -986,6 +986,41 @@ impl<S: Store> Workspace<S> {
             }
         }
         let paths: BTreeMap<FileId, String> = entries.into_iter().map(|e| (e.id, e.path)).collect();
+        // All or nothing: a document refused halfway must not leave the ones
+        // before it merged in memory (where the next export or edit would
+        // carry them). Nothing is committed until every document merged.
+        let docs_before = self.docs.clone();
+        let mut touched = Vec::new();
+        let merged = self.merge_bundle_docs(&bundle, index_bytes, &paths, &mut touched);
+        match merged {
+            Ok((report, batch)) => {
+                self.store.commit(batch)?;
+                Ok(report)
+            }
+            Err(e) => {
+                for id in touched {
+                    self.cache.remove(&id);
+                }
+                self.docs = docs_before;
+                if let Ok(chunks) = self.store.load_doc(DocKey::Index) {
+                    if let Some(chunks) = chunks {
+                        self.index = IndexDoc::load(&chunks, self.actor.clone())?;
+                    } else {
+                        self.index = IndexDoc::empty(self.actor.clone());
+                    }
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn merge_bundle_docs(
+        &mut self,
+        bundle: &Bundle,
+        index_bytes: &[u8],
+        paths: &BTreeMap<FileId, String>,
+        touched: &mut Vec<FileId>,
+    ) -> Result<(ImportReport, Batch), WorkspaceError> {
         let mut report = ImportReport::default();
         let mut batch = Batch::default();
         for (key, bytes) in &bundle.docs {
@@ -998,6 +1033,7 @@ impl<S: Store> Workspace<S> {
             if self.doc(*id)?.is_none() {
                 self.cache.insert(*id, FileDoc::empty(self.actor.clone()));
             }
+            touched.push(*id);
             if let Some(doc) = self.cache.get_mut(id) {
                 doc.apply(bytes)?;
                 if doc.heads() == before {
@@ -1008,12 +1044,6 @@ impl<S: Store> Workspace<S> {
             report.docs_changed += 1;
             let path = paths.get(id).cloned().unwrap_or_default();
             self.persist_file(*id, &mut batch, &path)?;
-            if batch.ops.len() > 512 {
-                self.store.commit(std::mem::take(&mut batch))?;
-            }
-            if self.cache.len() > CACHE_DOCS {
-                self.cache.remove(id);
-            }
         }
         let before = self.index.heads();
         self.index.apply(index_bytes)?;
@@ -1023,8 +1053,14 @@ impl<S: Store> Workspace<S> {
             report.docs_changed += 1;
         }
         self.persist_index(&mut batch)?;
-        self.store.commit(batch)?;
-        Ok(report)
+        // Documents merged from the bundle were cached as they came.
+        while self.cache.len() > CACHE_DOCS {
+            let Some(victim) = self.cache.keys().next().copied() else {
+                break;
+            };
+            self.cache.remove(&victim);
+        }
+        Ok((report, batch))
     }
 
     // ---- live sync ------------------------------------------------------------------------

@@ -34,6 +34,7 @@ mod room;
 mod shutdown;
 
 pub use config::{ConfigError, RelayConfig};
+pub use connection::check_client_frame;
 pub use metrics::{MetricsSnapshot, RelayMetrics};
 
 use metrics::Metrics;

@@ -26,6 +26,10 @@ pub enum WireError {
         /// Kind of the rejected frame.
         kind: FrameKind,
     },
+    /// A Welcome that names a sender: it comes from the relay itself, whose
+    /// frames carry the all-zero id, so a sender would give it a second meaning.
+    #[error("welcome frame carries a sender; the relay sends it with the all-zero id")]
+    UnexpectedSender,
     /// A Direct frame with the all-zero recipient: it could reach nobody.
     #[error("direct frame has no recipient (all-zero recipient id)")]
     MissingRecipient,

@@ -119,8 +119,10 @@ impl Header {
     /// Checks the per-kind rules on sender and recipient, so that each frame
     /// has exactly one meaning.
     pub fn validate(&self) -> Result<(), WireError> {
-        if self.kind != FrameKind::Welcome && self.sender.is_zero() {
-            return Err(WireError::MissingSender { kind: self.kind });
+        match (self.kind, self.sender.is_zero()) {
+            (FrameKind::Welcome, false) => return Err(WireError::UnexpectedSender),
+            (FrameKind::Welcome, true) | (_, false) => {}
+            (kind, true) => return Err(WireError::MissingSender { kind }),
         }
         match (self.kind, self.recipient.is_zero()) {
             (FrameKind::Direct, true) => Err(WireError::MissingRecipient),
@@ -434,6 +436,24 @@ mod tests {
     }
 
     #[test]
+    fn welcome_with_a_sender_is_rejected() {
+        // Found by the wire_frame fuzz target (fuzz/README.md): a Welcome whose
+        // sender had one non-zero byte decoded, and re-encoding it with
+        // `Frame::welcome` (which writes the zero sender) gave other bytes.
+        let mut bytes = Frame::welcome(ROOM_ID, &[ALICE, BOB]).encode();
+        bytes[38] = 0x80;
+        assert_eq!(Frame::decode(&bytes), Err(WireError::UnexpectedSender));
+        assert_eq!(Header::decode(&bytes), Err(WireError::UnexpectedSender));
+        let header = Header {
+            kind: FrameKind::Welcome,
+            room: ROOM_ID,
+            sender: ALICE,
+            recipient: PeerId::ZERO,
+        };
+        assert_eq!(header.validate(), Err(WireError::UnexpectedSender));
+    }
+
+    #[test]
     fn direct_without_recipient_is_rejected() {
         let frame = Frame::direct(ROOM_ID, ALICE, PeerId::ZERO, vec![1]);
         assert_eq!(
@@ -448,7 +468,11 @@ mod tests {
             let header = Header {
                 kind,
                 room: ROOM_ID,
-                sender: ALICE,
+                sender: if kind == FrameKind::Welcome {
+                    PeerId::ZERO
+                } else {
+                    ALICE
+                },
                 recipient: BOB,
             };
             assert_eq!(

@@ -167,10 +167,13 @@ impl FileDoc {
     }
 
     /// The document as it was at `heads` (what was on disk then), to record an
-    /// edit against; merge it back with [`Self::merge`].
-    pub fn fork_at(&mut self, heads: &[ChangeHash]) -> Result<FileDoc, DocError> {
+    /// edit against as `actor`; merge it back with [`Self::merge`]. The caller
+    /// picks the actor: automerge's own pick is random, which would make the
+    /// same inputs give different change hashes (and a seeded simulation
+    /// unrepeatable).
+    pub fn fork_at(&mut self, heads: &[ChangeHash], actor: ActorId) -> Result<FileDoc, DocError> {
         Ok(FileDoc {
-            doc: self.doc.fork_at(heads)?,
+            doc: self.doc.fork_at(heads)?.with_actor(actor),
         })
     }
 

@@ -348,12 +348,15 @@ impl SyncEngine {
                     }
                 }
                 self.peers.entry(from).or_default().member = Some(member);
-                if self.full_resync || digest != self.digest(ws) {
+                let same = digest == self.digest(ws);
+                self.delivered_if(same);
+                if self.full_resync || !same {
                     self.request_sync(ws, from, now_ms);
                 }
             }
             Message::SyncRequest { full, entries } => {
-                let theirs: HashMap<DocKey, [u8; 8]> = entries.into_iter().collect();
+                // Ordered: the order of the replies must not depend on hashing (seeded simulation).
+                let theirs: BTreeMap<DocKey, [u8; 8]> = entries.into_iter().collect();
                 let mut docs: Vec<DocKey> = ws.doc_heads().keys().copied().collect();
                 docs.extend(theirs.keys().filter(|k| !ws.doc_heads().contains_key(k)));
                 for doc in docs {
@@ -437,7 +440,9 @@ impl SyncEngine {
                     .peers
                     .get(&from)
                     .is_some_and(|r| now_ms - r.last_request_ms >= RESYNC_AFTER_MS);
-                if due && digest != self.digest(ws) {
+                let same = digest == self.digest(ws);
+                self.delivered_if(same);
+                if due && !same {
                     self.request_sync(ws, from, now_ms);
                 }
             }
@@ -453,6 +458,14 @@ impl SyncEngine {
             }
         }
         Ok(())
+    }
+
+    /// A peer whose digest equals ours holds every edit we made, so none is
+    /// undelivered, even if the Acks for them were lost (they are not resent).
+    fn delivered_if(&mut self, same_digest: bool) {
+        if same_digest {
+            self.unacked.clear();
+        }
     }
 
     /// Broadcasts whatever was recorded locally since the last call.

@@ -1,0 +1,284 @@
+//! Regressions found by the seeded simulator (`cue-sim`), each reduced to the
+//! few steps that show it.
+
+use std::collections::BTreeMap;
+
+use cue_core::doc::SyncState;
+use cue_core::store::{DocKey, MemStore};
+use cue_core::workspace::{content_hash, DiskOp, Stat};
+use cue_core::{SyncPath, Workspace};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+
+type Disk = BTreeMap<String, String>;
+
+fn stat(text: &str) -> Stat {
+    Stat {
+        size: text.len() as u64,
+        mtime_ns: 0,
+    }
+}
+
+fn p(s: &str) -> SyncPath {
+    SyncPath::parse(s).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The file-system layer in memory, with the real one's never-clobber checks:
+/// returns the operations it refused.
+fn checkout(ws: &mut Workspace<MemStore>, disk: &mut Disk) -> Vec<String> {
+    let plan = ws.plan().unwrap_or_else(|e| panic!("plan: {e}"));
+    let mut refused = Vec::new();
+    for op in &plan.ops {
+        match op {
+            DiskOp::Write {
+                path,
+                bytes,
+                expect,
+                ..
+            } => {
+                let current = disk.get(path.as_str()).map(|t| content_hash(t.as_bytes()));
+                if current != *expect {
+                    refused.push(format!("write {path}"));
+                    continue;
+                }
+                disk.insert(path.to_string(), bytes.clone());
+                ws.applied(op, stat(bytes))
+                    .unwrap_or_else(|e| panic!("{e}"));
+            }
+            DiskOp::Remove { path, expect, .. } => {
+                let current = disk.get(path.as_str()).map(|t| content_hash(t.as_bytes()));
+                if current != Some(*expect) {
+                    refused.push(format!("remove {path}"));
+                    continue;
+                }
+                disk.remove(path.as_str());
+                ws.applied(op, Stat::default())
+                    .unwrap_or_else(|e| panic!("{e}"));
+            }
+        }
+    }
+    refused
+}
+
+fn write(ws: &mut Workspace<MemStore>, disk: &mut Disk, path: &str, text: &str, now: i64) {
+    let mut rng = StdRng::seed_from_u64(now as u64);
+    disk.insert(path.to_string(), text.to_string());
+    ws.record_write(&p(path), text, stat(text), now, &mut rng)
+        .unwrap_or_else(|e| panic!("record: {e}"));
+}
+
+fn exchange(a: &mut Workspace<MemStore>, b: &mut Workspace<MemStore>) {
+    let bundle = a.export_bundle().unwrap_or_else(|e| panic!("{e}"));
+    b.import_bundle(&bundle, "a")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let bundle = b.export_bundle().unwrap_or_else(|e| panic!("{e}"));
+    a.import_bundle(&bundle, "b")
+        .unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// `cue-sim --seed 21 --steps 42`: one save removed a tag from the
+/// frontmatter and added a line `<m13-11>` right after the closing fence,
+/// while another peer removed the same tag `t<m13-4>`. The diff trimmed the
+/// common prefix and suffix in the middle of lines, so the line diff saw no
+/// equal line and the char diff built the new line out of the tag's
+/// characters (`<m13-` and `>`): merged with the concurrent removal of the
+/// tag, the new line read `11`.
+#[test]
+fn a_new_line_is_not_built_from_the_characters_of_a_line_a_peer_changes() {
+    let mut rng = StdRng::seed_from_u64(1);
+    let mut a = Workspace::create(MemStore::default(), "team", "ana", 1_000, &mut rng)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut disk_a = Disk::new();
+    let base = "---\ntitle: c2\ntags: [t<m13-4>]\n---\n# c2\nfiller one\n";
+    write(&mut a, &mut disk_a, "cards/c2.md", base, 2_000);
+    let bundle = a.export_bundle().unwrap_or_else(|e| panic!("{e}"));
+    let mut b = Workspace::clone_from_bundle(MemStore::default(), &bundle, "bo", &mut rng)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut disk_b = Disk::new();
+    assert!(checkout(&mut b, &mut disk_b).is_empty());
+
+    // Concurrently: bo removes the tag; ana removes it too and adds a line.
+    let theirs = "---\ntitle: c2\ntags: []\n---\n# c2\nfiller one\n";
+    write(&mut b, &mut disk_b, "cards/c2.md", theirs, 3_000);
+    let ours = "---\ntitle: c2\ntags: []\n---\n<m13-11>\n# c2\nfiller one\n";
+    write(&mut a, &mut disk_a, "cards/c2.md", ours, 3_000);
+
+    exchange(&mut a, &mut b);
+    assert!(checkout(&mut a, &mut disk_a).is_empty());
+    assert!(checkout(&mut b, &mut disk_b).is_empty());
+    assert_eq!(disk_a, disk_b);
+    assert_eq!(disk_a["cards/c2.md"], ours, "the new line was torn apart");
+}
+
+/// `cue-sim --seed 16 --peers 3 --steps 100`: two peers created the same
+/// path; the older file takes the name, ours moves to a conflict copy. When
+/// the index arrived before the older file's document, the plan moved ours
+/// to its conflict name but did not remove its bytes from the shared name
+/// (assuming the other file's write would replace them, a write that could
+/// not happen yet). The bytes stayed there unrecorded, the other file's
+/// write was refused when it came, and the next scan recorded them as a
+/// third file.
+#[test]
+fn a_file_moved_off_a_name_leaves_nothing_there_before_the_new_owner_arrives() {
+    let mut rng = StdRng::seed_from_u64(2);
+    let mut a = Workspace::create(MemStore::default(), "team", "ana", 1_000, &mut rng)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let bundle = a.export_bundle().unwrap_or_else(|e| panic!("{e}"));
+    let mut b = Workspace::clone_from_bundle(MemStore::default(), &bundle, "bo", &mut rng)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (mut disk_a, mut disk_b) = (Disk::new(), Disk::new());
+    write(&mut a, &mut disk_a, "docs/x.md", "ana's x\n", 2_000);
+    write(&mut b, &mut disk_b, "docs/x.md", "bo's x\n", 3_000);
+
+    // Only the index travels (live sync sends documents independently).
+    let (mut sa, mut sb) = (SyncState::new(), SyncState::new());
+    for _ in 0..20 {
+        let mut moved = false;
+        if let Some(m) = a
+            .sync_message(DocKey::Index, &mut sa)
+            .unwrap_or_else(|e| panic!("{e}"))
+        {
+            b.receive_sync(DocKey::Index, &mut sb, &m)
+                .unwrap_or_else(|e| panic!("{e}"));
+            moved = true;
+        }
+        if let Some(m) = b
+            .sync_message(DocKey::Index, &mut sb)
+            .unwrap_or_else(|e| panic!("{e}"))
+        {
+            a.receive_sync(DocKey::Index, &mut sa, &m)
+                .unwrap_or_else(|e| panic!("{e}"));
+            moved = true;
+        }
+        if !moved {
+            break;
+        }
+    }
+    b.commit_remote().unwrap_or_else(|e| panic!("{e}"));
+    assert!(checkout(&mut b, &mut disk_b).is_empty());
+    for path in disk_b.keys() {
+        assert!(
+            b.local_by_path(path).is_some(),
+            "{path} is on disk but recorded nowhere: {disk_b:?}"
+        );
+    }
+
+    // Then the older file's document arrives and takes the name.
+    exchange(&mut a, &mut b);
+    assert!(
+        checkout(&mut b, &mut disk_b).is_empty(),
+        "a write was refused"
+    );
+    assert!(checkout(&mut a, &mut disk_a).is_empty());
+    assert_eq!(disk_a, disk_b);
+    assert_eq!(disk_b["docs/x.md"], "ana's x\n");
+    assert_eq!(disk_b.len(), 2, "{disk_b:?}");
+}
+
+/// `cue-sim --seed 8`: recording an edit made on a file whose document had
+/// moved on since it was written to disk forks the document at the disk's
+/// heads. automerge gives a fork a random actor, so the same edits gave
+/// different change hashes on every run and no seed replayed.
+#[test]
+fn the_same_edits_give_the_same_change_hashes() {
+    let run = || {
+        let mut rng = StdRng::seed_from_u64(3);
+        let mut a = Workspace::create(MemStore::default(), "team", "ana", 1_000, &mut rng)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut disk_a = Disk::new();
+        write(&mut a, &mut disk_a, "docs/a.md", "one\ntwo\n", 2_000);
+        let bundle = a.export_bundle().unwrap_or_else(|e| panic!("{e}"));
+        let mut b = Workspace::clone_from_bundle(MemStore::default(), &bundle, "bo", &mut rng)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut disk_b = Disk::new();
+        checkout(&mut b, &mut disk_b);
+        write(&mut b, &mut disk_b, "docs/a.md", "one\ntwo\nbo\n", 3_000);
+        let bundle = b.export_bundle().unwrap_or_else(|e| panic!("{e}"));
+        a.import_bundle(&bundle, "b")
+            .unwrap_or_else(|e| panic!("{e}"));
+        // ana saves before her disk shows bo's line: recorded on a fork.
+        write(&mut a, &mut disk_a, "docs/a.md", "ana\none\ntwo\n", 4_000);
+        a.doc_heads().clone()
+    };
+    assert_eq!(run(), run());
+}
+
+/// `cue-sim --seed 49 --steps 106`: a Change arrived but its Ack was lost,
+/// and the peers' digests then agreed, so nothing was ever exchanged again:
+/// `cue sync status` counted the edit as unsent for good.
+#[test]
+fn a_lost_ack_is_forgiven_once_digests_agree() {
+    use cue_core::sync::{SyncEngine, WorkspaceKey, HEARTBEAT_MS};
+    use cue_wire::{Frame, FrameKind, PeerId};
+
+    let key = WorkspaceKey::from_bytes([7; 32]);
+    let room = key.room_id();
+    let mut rng = StdRng::seed_from_u64(4);
+    let mut a = Workspace::create(MemStore::default(), "team", "ana", 1_000, &mut rng)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut b =
+        Workspace::join(MemStore::default(), "bo", &mut rng).unwrap_or_else(|e| panic!("{e}"));
+    let (ida, idb) = (PeerId([1; 16]), PeerId([2; 16]));
+    let day = 86_400_000;
+    let mut ea = SyncEngine::new(&mut a, &key, ida, [1; 32], 1_000, 7 * day)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut eb = SyncEngine::new(&mut b, &key, idb, [2; 32], 1_000, 7 * day)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut now = 2_000;
+
+    // Frames travel until quiet; `drop_to_a` loses frames bound for ana.
+    let pump = |ea: &mut SyncEngine,
+                eb: &mut SyncEngine,
+                a: &mut Workspace<MemStore>,
+                b: &mut Workspace<MemStore>,
+                mut queue: Vec<(bool, Frame)>,
+                drop_to_a: bool,
+                now: i64| {
+        while let Some((to_a, f)) = queue.pop() {
+            if to_a && drop_to_a {
+                continue;
+            }
+            let out = if to_a {
+                ea.on_frame(a, &f.encode(), now)
+            } else {
+                eb.on_frame(b, &f.encode(), now)
+            }
+            .unwrap_or_else(|e| panic!("{e}"));
+            assert!(out.problems.is_empty(), "{:?}", out.problems);
+            for g in out.frames {
+                assert!(
+                    g.header.kind == FrameKind::Broadcast || g.header.kind == FrameKind::Direct
+                );
+                queue.push((!to_a, g));
+            }
+        }
+    };
+    let hello = vec![
+        (true, Frame::welcome(room, &[])),
+        (false, Frame::welcome(room, &[ida])),
+        (true, Frame::peer_joined(room, idb)),
+    ];
+    pump(&mut ea, &mut eb, &mut a, &mut b, hello, false, now);
+    assert_eq!(a.doc_heads().len(), b.doc_heads().len(), "bo has the index");
+
+    let mut disk_a = Disk::new();
+    write(&mut a, &mut disk_a, "docs/a.md", "hello\n", now);
+    let out = ea.local_changes(&mut a).unwrap_or_else(|e| panic!("{e}"));
+    let change = out.frames.into_iter().map(|f| (false, f)).collect();
+    pump(&mut ea, &mut eb, &mut a, &mut b, change, true, now);
+    assert!(ea.status().unsent > 0, "the Acks were lost");
+
+    now += HEARTBEAT_MS + 1;
+    let beats: Vec<(bool, Frame)> = eb
+        .tick(&mut b, now)
+        .frames
+        .into_iter()
+        .map(|f| (true, f))
+        .collect();
+    pump(&mut ea, &mut eb, &mut a, &mut b, beats, false, now);
+    assert_eq!(
+        ea.status().unsent,
+        0,
+        "bo's digest equals ana's: nothing is unsent"
+    );
+}
