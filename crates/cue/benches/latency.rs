@@ -144,6 +144,25 @@ fn doc(seq: usize, from: usize) -> String {
     body
 }
 
+/// Median and p95 of an fsync'd 2 KB write here, now: every hop costs one on
+/// the sender and three on the receiver (commit the merge, write the file,
+/// record it), so this is the floor the latencies sit on.
+fn fsync_probe(dir: &Path) -> (f64, f64) {
+    use std::io::Write;
+    let mut v: Vec<f64> = (0..40)
+        .map(|_| {
+            let t = Instant::now();
+            let mut f =
+                std::fs::File::create(dir.join("fsync-probe")).unwrap_or_else(|e| panic!("{e}"));
+            f.write_all(&[b'x'; 2048]).unwrap_or_else(|e| panic!("{e}"));
+            f.sync_all().unwrap_or_else(|e| panic!("{e}"));
+            t.elapsed().as_secs_f64() * 1000.0
+        })
+        .collect();
+    v.sort_by(|a, b| a.total_cmp(b));
+    (percentile(&v, 50.0), percentile(&v, 95.0))
+}
+
 fn bench(peers: usize, edits: usize) {
     let tmp = tempfile::Builder::new()
         .prefix("cue-latency-")
@@ -212,6 +231,7 @@ fn bench(peers: usize, edits: usize) {
             .unwrap_or_else(|e| panic!("{e}"));
     }
 
+    let (fsync_p50, fsync_p95) = fsync_probe(tmp.path());
     let relay_pid = relay.0.id();
     let (_, _, cpu_before) = proc_usage(relay_pid);
     let wall = Instant::now();
@@ -254,7 +274,11 @@ fn bench(peers: usize, edits: usize) {
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(0);
-    println!("{peers} peers, {edits} edits, {cores} cores, relay: {relay_kind}");
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!(
+        "{peers} peers, {edits} edits, {cores} cores, relay: {relay_kind}; fsync of 2 KB p50 {fsync_p50:.1} ms p95 {fsync_p95:.1} ms; load {}",
+        load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+    );
     println!("  save -> each other peer:  {}", stats(to_each));
     if peers > 2 {
         println!(

@@ -30,10 +30,16 @@ pub struct RelayFlags {
 }
 
 fn target(flags: &RelayFlags, config: &Config) -> RelayTarget {
-    let configured = flags.url.clone().or_else(|| config.sync.relay.url.clone());
+    let url = flags
+        .url
+        .clone()
+        .or_else(|| config.sync.relay.url.clone())
+        .unwrap_or_else(|| DEFAULT_RELAY.to_string());
     RelayTarget {
-        host_if_absent: configured.is_none(),
-        url: configured.unwrap_or_else(|| DEFAULT_RELAY.to_string()),
+        // The default local relay is hosted by whichever peer finds it missing,
+        // also once `cue sync invite` has written it into config.toml.
+        host_if_absent: url == DEFAULT_RELAY,
+        url,
         token: flags
             .auth_token
             .clone()
@@ -77,7 +83,7 @@ pub fn watch(cwd: &Path, flags: &RelayFlags, quiet: bool) -> Result<()> {
             session.layout.cuedeck.display(),
             target.url,
             if target.host_if_absent {
-                " (the default: hosted by the first peer on this machine)"
+                " (the default relay: hosted by the first peer on this machine)"
             } else {
                 ""
             }
