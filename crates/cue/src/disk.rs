@@ -139,6 +139,9 @@ fn stat_of(meta: &fs::Metadata) -> Stat {
     }
 }
 
+/// How recent an mtime must be for size and mtime not to be trusted.
+const RACY_NS: i64 = 3_000_000_000;
+
 /// Lists the synced files on disk.
 pub fn scan(layout: &Layout, filters: &Filters) -> Result<DiskView> {
     let mut view = DiskView {
@@ -313,10 +316,16 @@ pub fn record_changes<S: Store>(
     missing.sort();
     let total = view.files.len() as u64;
     let mut rng = rand::rng();
+    let now_ns = now_ms().saturating_mul(1_000_000);
     for (i, (path, stat)) in view.files.iter().enumerate() {
         progress(i as u64, total);
         if let Some(f) = tracked.get(path.as_str()) {
-            if f.size == stat.size && f.mtime_ns == stat.mtime_ns {
+            // Size and mtime prove nothing for a file modified in the last
+            // seconds: file-system clocks tick coarsely, so a save of the same
+            // size right after our own write can carry the same mtime ("racy
+            // git"). Such files are read and hashed.
+            let settled = now_ns.saturating_sub(stat.mtime_ns) > RACY_NS;
+            if settled && f.size == stat.size && f.mtime_ns == stat.mtime_ns {
                 continue;
             }
         }
