@@ -364,16 +364,7 @@ impl SyncEngine {
                     if !full && ours.is_some() && ours.as_ref() == theirs.get(&doc) {
                         continue;
                     }
-                    let mut state = SyncState::new();
-                    if let Some(sync) = ws.sync_message(doc, &mut state)? {
-                        self.outbox
-                            .push((Target::One(from), Message::SyncResponse { doc, sync }));
-                    }
-                    self.peers
-                        .entry(from)
-                        .or_default()
-                        .sessions
-                        .insert(doc, state);
+                    self.start_session(ws, from, doc)?;
                 }
             }
             Message::SyncResponse { doc, sync } => {
@@ -423,16 +414,7 @@ impl SyncEngine {
                         .push((Target::One(from), Message::Ack { id, doc }));
                 } else {
                     // A gap: we missed something this change builds on.
-                    let mut state = SyncState::new();
-                    if let Some(sync) = ws.sync_message(doc, &mut state)? {
-                        self.outbox
-                            .push((Target::One(from), Message::SyncResponse { doc, sync }));
-                    }
-                    self.peers
-                        .entry(from)
-                        .or_default()
-                        .sessions
-                        .insert(doc, state);
+                    self.start_session(ws, from, doc)?;
                 }
             }
             Message::Heartbeat { digest } => {
@@ -466,6 +448,26 @@ impl SyncEngine {
         if same_digest {
             self.unacked.clear();
         }
+    }
+
+    /// Starts automerge's sync protocol for `doc` with `peer` from scratch.
+    fn start_session<S: Store>(
+        &mut self,
+        ws: &mut Workspace<S>,
+        peer: PeerId,
+        doc: DocKey,
+    ) -> Result<(), WorkspaceError> {
+        let mut state = SyncState::new();
+        if let Some(sync) = ws.sync_message(doc, &mut state)? {
+            self.outbox
+                .push((Target::One(peer), Message::SyncResponse { doc, sync }));
+        }
+        self.peers
+            .entry(peer)
+            .or_default()
+            .sessions
+            .insert(doc, state);
+        Ok(())
     }
 
     /// Broadcasts whatever was recorded locally since the last call.
