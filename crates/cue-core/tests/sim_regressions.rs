@@ -61,7 +61,13 @@ fn checkout(ws: &mut Workspace<MemStore>, disk: &mut Disk) -> Vec<String> {
 }
 
 fn write(ws: &mut Workspace<MemStore>, disk: &mut Disk, path: &str, text: &str, now: i64) {
-    let mut rng = StdRng::seed_from_u64(now as u64);
+    // Seeded by the save itself: two saves must never draw the same actor
+    // for a fork (a real peer draws from the OS), yet runs must repeat.
+    let peer = format!("{}{path}{text}", ws.actor_hex());
+    let h = content_hash(peer.as_bytes());
+    let mut rng = StdRng::seed_from_u64(
+        now as u64 ^ u64::from_le_bytes([h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7]]),
+    );
     disk.insert(path.to_string(), text.to_string());
     ws.record_write(&p(path), text, stat(text), now, &mut rng)
         .unwrap_or_else(|e| panic!("record: {e}"));
@@ -74,6 +80,33 @@ fn exchange(a: &mut Workspace<MemStore>, b: &mut Workspace<MemStore>) {
     let bundle = b.export_bundle().unwrap_or_else(|e| panic!("{e}"));
     a.import_bundle(&bundle, "b")
         .unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// Runs automerge's sync protocol on the index alone, both ways, until quiet.
+fn sync_index(a: &mut Workspace<MemStore>, b: &mut Workspace<MemStore>) {
+    let (mut sa, mut sb) = (SyncState::new(), SyncState::new());
+    for _ in 0..20 {
+        let mut moved = false;
+        if let Some(m) = a
+            .sync_message(DocKey::Index, &mut sa)
+            .unwrap_or_else(|e| panic!("{e}"))
+        {
+            b.receive_sync(DocKey::Index, &mut sb, &m)
+                .unwrap_or_else(|e| panic!("{e}"));
+            moved = true;
+        }
+        if let Some(m) = b
+            .sync_message(DocKey::Index, &mut sb)
+            .unwrap_or_else(|e| panic!("{e}"))
+        {
+            a.receive_sync(DocKey::Index, &mut sa, &m)
+                .unwrap_or_else(|e| panic!("{e}"));
+            moved = true;
+        }
+        if !moved {
+            break;
+        }
+    }
 }
 
 /// `cue-sim --seed 21 --steps 42`: one save removed a tag from the
@@ -131,29 +164,7 @@ fn a_file_moved_off_a_name_leaves_nothing_there_before_the_new_owner_arrives() {
     write(&mut b, &mut disk_b, "docs/x.md", "bo's x\n", 3_000);
 
     // Only the index travels (live sync sends documents independently).
-    let (mut sa, mut sb) = (SyncState::new(), SyncState::new());
-    for _ in 0..20 {
-        let mut moved = false;
-        if let Some(m) = a
-            .sync_message(DocKey::Index, &mut sa)
-            .unwrap_or_else(|e| panic!("{e}"))
-        {
-            b.receive_sync(DocKey::Index, &mut sb, &m)
-                .unwrap_or_else(|e| panic!("{e}"));
-            moved = true;
-        }
-        if let Some(m) = b
-            .sync_message(DocKey::Index, &mut sb)
-            .unwrap_or_else(|e| panic!("{e}"))
-        {
-            a.receive_sync(DocKey::Index, &mut sa, &m)
-                .unwrap_or_else(|e| panic!("{e}"));
-            moved = true;
-        }
-        if !moved {
-            break;
-        }
-    }
+    sync_index(&mut a, &mut b);
     b.commit_remote().unwrap_or_else(|e| panic!("{e}"));
     assert!(checkout(&mut b, &mut disk_b).is_empty());
     for path in disk_b.keys() {
@@ -281,4 +292,160 @@ fn a_lost_ack_is_forgiven_once_digests_agree() {
         0,
         "bo's digest equals ana's: nothing is unsent"
     );
+}
+
+/// `cue-sim --seed 72` and `--seed 76`: two peers exchanged the same pair of
+/// sync messages forever, one asking for a change the other was sure it had
+/// already sent (automerge's sync state remembers what it sent; the frame
+/// that carried it was lost, or a repeated frame ran a second exchange on the
+/// same state). Now the same answer to the same message ends the exchange and
+/// both ends start over with a sync request.
+#[test]
+fn sync_conversations_end_despite_lost_reordered_and_repeated_frames() {
+    for seed in 0..50 {
+        storm_run(seed);
+    }
+}
+
+fn storm_run(seed: u64) {
+    use cue_core::sync::{SyncEngine, WorkspaceKey, HEARTBEAT_MS};
+    use cue_wire::{Frame, PeerId};
+    use rand::RngExt;
+
+    let key = WorkspaceKey::from_bytes([9; 32]);
+    let room = key.room_id();
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut ws = [
+        Workspace::create(MemStore::default(), "team", "ana", 1_000, &mut rng)
+            .unwrap_or_else(|e| panic!("{e}")),
+        Workspace::join(MemStore::default(), "bo", &mut rng).unwrap_or_else(|e| panic!("{e}")),
+    ];
+    let ids = [PeerId([1; 16]), PeerId([2; 16])];
+    let day = 86_400_000;
+    let mut engines = [0, 1].map(|i| {
+        SyncEngine::new(&mut ws[i], &key, ids[i], [i as u8 + 1; 32], 1_000, 7 * day)
+            .unwrap_or_else(|e| panic!("{e}"))
+    });
+    let mut disks = [Disk::new(), Disk::new()];
+    // In flight: (recipient, frame), delivered in random order, some twice,
+    // some never; both peers keep creating and editing files meanwhile.
+    let mut flight: Vec<(usize, Vec<u8>)> = vec![
+        (0, Frame::welcome(room, &[]).encode()),
+        (1, Frame::welcome(room, &[ids[0]]).encode()),
+        (0, Frame::peer_joined(room, ids[1]).encode()),
+    ];
+    let mut delivered = 0;
+    let mut now = 2_000;
+    for step in 0..400 {
+        if step % 50 == 49 {
+            now += HEARTBEAT_MS * 3;
+            for i in 0..2 {
+                let out = engines[i].tick(&mut ws[i], now);
+                flight.extend(out.frames.into_iter().map(|f| (1 - i, f.encode())));
+            }
+        }
+        if flight.is_empty() || rng.random_bool(0.1) {
+            let i = rng.random_range(0..2);
+            if ws[i].workspace_id().is_none() {
+                continue;
+            }
+            let path = format!("docs/{}.md", rng.random_range(0..4));
+            let text = format!(
+                "{}line {step}\n",
+                disks[i].get(&path).cloned().unwrap_or_default()
+            );
+            write(&mut ws[i], &mut disks[i], &path, &text, now);
+            let out = engines[i]
+                .local_changes(&mut ws[i])
+                .unwrap_or_else(|e| panic!("{e}"));
+            flight.extend(out.frames.into_iter().map(|f| (1 - i, f.encode())));
+            continue;
+        }
+        let (to, bytes) = flight.swap_remove(rng.random_range(0..flight.len()));
+        if rng.random_bool(0.2) {
+            flight.push((to, bytes.clone()));
+        }
+        if rng.random_bool(0.05) {
+            continue;
+        }
+        delivered += 1;
+        now += 1;
+        let out = engines[to]
+            .on_frame(&mut ws[to], &bytes, now)
+            .unwrap_or_else(|e| panic!("{e}"));
+        flight.extend(out.frames.into_iter().map(|f| (1 - to, f.encode())));
+    }
+    // Then everything in flight is delivered (once) until quiet, and
+    // heartbeats repair what was lost until both hold the same documents.
+    for _ in 0..10 {
+        while let Some((to, bytes)) = flight.pop() {
+            delivered += 1;
+            assert!(
+                delivered < 20_000,
+                "seed {seed}: a message storm: {delivered} frames and counting"
+            );
+            now += 1;
+            let out = engines[to]
+                .on_frame(&mut ws[to], &bytes, now)
+                .unwrap_or_else(|e| panic!("{e}"));
+            flight.extend(out.frames.into_iter().map(|f| (1 - to, f.encode())));
+        }
+        let heads = |w: &Workspace<MemStore>| {
+            w.doc_heads()
+                .iter()
+                .map(|(k, i)| (*k, i.heads.clone()))
+                .collect::<Vec<_>>()
+        };
+        if heads(&ws[0]) == heads(&ws[1]) {
+            return;
+        }
+        now += HEARTBEAT_MS * 3;
+        for i in 0..2 {
+            let out = engines[i].tick(&mut ws[i], now);
+            flight.extend(out.frames.into_iter().map(|f| (1 - i, f.encode())));
+        }
+    }
+    panic!("seed {seed}: the peers did not converge after the network healed");
+}
+
+/// `cue-sim --seed 31 --steps 67`: bo edited a file and deleted it; the
+/// tombstone reached ana before bo's edit did. ana saved the file, and the
+/// next checkout removed it from her disk: the tombstone named a change she
+/// did not hold, so none of her changes counted as beyond it. Now the
+/// deletion waits for the missing change, and ana's edit, concurrent with the
+/// deletion, keeps the file everywhere.
+#[test]
+fn a_save_is_not_removed_by_a_tombstone_that_names_changes_still_on_their_way() {
+    let mut rng = StdRng::seed_from_u64(4);
+    let mut a = Workspace::create(MemStore::default(), "team", "ana", 1_000, &mut rng)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut disk_a = Disk::new();
+    write(&mut a, &mut disk_a, "docs/e.md", "one\n", 2_000);
+    let bundle = a.export_bundle().unwrap_or_else(|e| panic!("{e}"));
+    let mut b = Workspace::clone_from_bundle(MemStore::default(), &bundle, "bo", &mut rng)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut disk_b = Disk::new();
+    assert!(checkout(&mut b, &mut disk_b).is_empty());
+
+    write(&mut b, &mut disk_b, "docs/e.md", "one\nbo\n", 3_000);
+    disk_b.remove("docs/e.md");
+    b.record_removal("docs/e.md", 3_500)
+        .unwrap_or_else(|e| panic!("{e}"));
+
+    sync_index(&mut b, &mut a);
+    a.commit_remote().unwrap_or_else(|e| panic!("{e}"));
+    write(&mut a, &mut disk_a, "docs/e.md", "one\nana\n", 4_000);
+    assert!(checkout(&mut a, &mut disk_a).is_empty());
+    assert_eq!(
+        disk_a.get("docs/e.md").map(String::as_str),
+        Some("one\nana\n"),
+        "ana's save was removed from her disk"
+    );
+
+    exchange(&mut a, &mut b);
+    assert!(checkout(&mut a, &mut disk_a).is_empty());
+    assert!(checkout(&mut b, &mut disk_b).is_empty());
+    assert_eq!(disk_a, disk_b);
+    let merged = &disk_a["docs/e.md"];
+    assert!(merged.contains("ana") && merged.contains("bo"), "{merged}");
 }

@@ -23,7 +23,7 @@ struct Args {
     /// First seed; with --seeds 1 (the default), exactly this scenario.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Peers per scenario (default: chosen by each seed, 2 to 20).
+    /// Peers per scenario (default: chosen by each seed, 2 to 20, mostly small).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=64))]
     peers: Option<u64>,
     /// Steps (user actions and faults) per scenario.
@@ -78,7 +78,7 @@ fn main() -> ExitCode {
             }
             Err(_) => {
                 failed += 1;
-                report(&outcome, &args);
+                report(&outcome, &args, failed <= DETAILED_FAILURES);
             }
         }
     }
@@ -92,16 +92,23 @@ fn main() -> ExitCode {
     }
 }
 
-/// One line per failure, with the replay command; then (for a single seed,
-/// or with --verbose) the trace of the last events and the shrunk step count.
-fn report(outcome: &Outcome, args: &Args) {
+/// Failures of a run reported with their trace and shrunk step count (the
+/// others get their one line: shrinking reruns a scenario about ten times).
+const DETAILED_FAILURES: u64 = 3;
+
+/// One line per failure, with the replay command; then (when `detailed`, or
+/// with --verbose) the trace of the last events and the shrunk step count.
+fn report(outcome: &Outcome, args: &Args, detailed: bool) {
     let Err(failure) = &outcome.result else {
         return;
     };
-    let peers = match args.peers {
+    let mut peers = match args.peers {
         Some(p) => format!(" --peers {p}"),
         None => String::new(),
     };
+    if args.torn_checkouts {
+        peers.push_str(" --torn-checkouts");
+    }
     let at = match failure.step {
         Some(s) => format!("at step {s}"),
         None => "at the final check".into(),
@@ -115,7 +122,7 @@ fn report(outcome: &Outcome, args: &Args) {
         outcome.seed,
         outcome.steps
     );
-    if args.seeds == 1 || args.verbose {
+    if detailed || args.verbose {
         for line in &failure.trace {
             println!("    {line}");
         }

@@ -148,8 +148,8 @@ impl Peer {
     /// that the user did not remove is a deletion nobody made: an error.
     ///
     /// Returns the *detached* edits (their text and the tags they removed): a
-    /// user changed a file, and before the daemon recorded it, a checkout moved
-    /// that file's record to another path (a rename or a same-path conflict
+    /// user changed or moved a file, and before the daemon recorded it, a
+    /// checkout moved that file's record to another path (a rename or a same-path conflict
     /// from a peer; the write over the user's bytes was refused, the move was
     /// not). The edit is then recorded as a new file beside the moved one:
     /// nothing is lost, but it is a copy, and the original keeps what the
@@ -191,7 +191,12 @@ impl Peer {
                     continue;
                 }
             }
-            if !tracked.contains_key(path) && self.pending.get(path) == Some(&Pending::Edited) {
+            if !tracked.contains_key(path)
+                && matches!(
+                    self.pending.get(path),
+                    Some(Pending::Edited | Pending::Moved)
+                )
+            {
                 let untagged = self.pending_untagged.get(path).cloned().unwrap_or_default();
                 detached.push((text.clone(), untagged));
             }

@@ -56,7 +56,7 @@ const MAX_QUIET_ROUNDS: usize = 60;
 const MAX_ROUND_EVENTS: usize = 500_000;
 /// Events a whole scenario may take: past this the peers are in a message
 /// storm (each message causing more), which is a failure in itself.
-const MAX_EVENTS: u64 = 3_000_000;
+const MAX_EVENTS: u64 = 1_000_000;
 
 /// What to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -147,7 +147,7 @@ enum Event {
     Restart(usize),
     /// The relay notices a dead connection it had kept open.
     SeatTimeout {
-        peer: usize,
+        id: PeerId,
         epoch: u64,
     },
     RelayUp,
@@ -198,8 +198,11 @@ pub struct Sim {
     next_epoch: u64,
     relay_up: bool,
     relay_up_at: i64,
-    /// The relay's seats: peer to the connection it routes that peer's frames to.
-    seats: BTreeMap<usize, u64>,
+    /// The relay's seats, by peer id: which simulated peer, and the
+    /// connection the relay routes its frames to.
+    seats: BTreeMap<PeerId, (usize, u64)>,
+    /// Every id a peer has had (a daemon picks a new one each time it starts).
+    ids: BTreeMap<PeerId, usize>,
     links: Vec<Link>,
     profile: Profile,
     faults: bool,
@@ -220,9 +223,16 @@ impl Sim {
     /// and receive everything by live sync.
     pub fn new(config: &Config) -> SimResult<Sim> {
         let mut rng = StdRng::seed_from_u64(config.seed);
+        // 2 to 20 peers, most scenarios small: the cost grows with the square
+        // of the peer count (every broadcast and heartbeat reaches everyone),
+        // and most bugs need only a few peers; the large rooms still come up
+        // often enough (one scenario in six has 15 or more).
         let k = config
             .peers
-            .unwrap_or_else(|| rng.random_range(2..=20))
+            .unwrap_or_else(|| {
+                let u: f64 = rng.random();
+                2 + (18.0 * u * u).round() as usize
+            })
             .max(1);
         let mut profile = Profile::draw(&mut rng);
         if !config.torn_checkouts {
@@ -262,6 +272,7 @@ impl Sim {
             relay_up: true,
             relay_up_at: 0,
             seats: BTreeMap::new(),
+            ids: (0..k).map(|i| (peer_id(i), i)).collect(),
             links: vec![Link::default(); k],
             profile,
             faults: true,
@@ -348,7 +359,22 @@ impl Sim {
     }
 
     fn index_of(&self, id: PeerId) -> Option<usize> {
-        self.peers.iter().position(|p| p.id == id)
+        self.ids.get(&id).copied()
+    }
+
+    /// Whether the relay routes peer `j`'s frames over its live connection.
+    fn seated(&self, j: usize) -> bool {
+        let p = &self.peers[j];
+        p.conn.is_some() && self.seats.get(&p.id).map(|s| s.1) == p.conn
+    }
+
+    /// Every seat but the one of `id`: where a broadcast from `id` goes.
+    fn others(&self, id: PeerId) -> Vec<(usize, u64)> {
+        self.seats
+            .iter()
+            .filter(|(o, _)| **o != id)
+            .map(|(_, s)| *s)
+            .collect()
     }
 
     // ---- the relay and the network ---------------------------------------------------
@@ -383,24 +409,19 @@ impl Sim {
     fn route(&mut self, from: usize, frames: Vec<Frame>) {
         for frame in frames {
             // Frames made while offline go nowhere (the daemon drops them).
-            let Some(conn) = self.peers[from].conn else {
-                continue;
-            };
-            if self.seats.get(&from) != Some(&conn) {
+            if !self.seated(from) {
                 continue;
             }
             self.stats.frames_sent += 1;
             let targets: Vec<(usize, u64)> = match frame.header.kind {
-                FrameKind::Direct => match self.index_of(frame.header.recipient) {
-                    Some(j) => self.seats.get(&j).map(|e| (j, *e)).into_iter().collect(),
-                    None => Vec::new(),
-                },
-                _ => self
+                // A Direct to a peer that is not seated is lost, as on the relay.
+                FrameKind::Direct => self
                     .seats
-                    .iter()
-                    .filter(|(j, _)| **j != from)
-                    .map(|(j, e)| (*j, *e))
+                    .get(&frame.header.recipient)
+                    .copied()
+                    .into_iter()
                     .collect(),
+                _ => self.others(self.peers[from].id),
             };
             let bytes = frame.encode();
             for (j, epoch) in targets {
@@ -432,27 +453,18 @@ impl Sim {
         let epoch = self.next_epoch;
         self.next_epoch += 1;
         self.peers[j].conn = Some(epoch);
-        let mut present: Vec<PeerId> = self
-            .seats
-            .keys()
-            .filter(|o| **o != j)
-            .map(|o| self.peers[*o].id)
-            .collect();
-        present.sort();
+        let id = self.peers[j].id;
+        // Sorted, as the relay sends them (the seats are ordered by id).
+        let present: Vec<PeerId> = self.seats.keys().filter(|o| **o != id).copied().collect();
         self.note(format!(
             "p{j} connects (conn {epoch}, {} present)",
             present.len()
         ));
         self.send_relay_frame(j, epoch, Frame::welcome(self.room, &present));
-        self.seats.insert(j, epoch);
-        let others: Vec<(usize, u64)> = self
-            .seats
-            .iter()
-            .filter(|(o, _)| **o != j)
-            .map(|(o, e)| (*o, *e))
-            .collect();
-        for (o, e) in others {
-            let id = self.peers[j].id;
+        // A seat with this id still there (half-open) is taken over: the
+        // others get a PeerJoined again and no PeerLeft.
+        self.seats.insert(id, (j, epoch));
+        for (o, e) in self.others(id) {
             self.send_relay_frame(o, e, Frame::peer_joined(self.room, id));
         }
     }
@@ -466,30 +478,23 @@ impl Sim {
         if let Some(node) = self.peers[j].node.as_mut() {
             node.engine.disconnected();
         }
-        if self.seats.get(&j) != Some(&conn) {
+        let id = self.peers[j].id;
+        if self.seats.get(&id) != Some(&(j, conn)) {
             return;
         }
         if relay_notices {
-            self.leave(j);
+            self.leave(id);
         } else {
             self.stats.half_open += 1;
             let at = self.now + self.rng.random_range(5 * SECOND..60 * SECOND);
-            self.schedule(
-                at,
-                Event::SeatTimeout {
-                    peer: j,
-                    epoch: conn,
-                },
-            );
+            self.schedule(at, Event::SeatTimeout { id, epoch: conn });
         }
     }
 
-    /// The relay frees `j`'s seat and tells the others.
-    fn leave(&mut self, j: usize) {
-        self.seats.remove(&j);
-        let others: Vec<(usize, u64)> = self.seats.iter().map(|(o, e)| (*o, *e)).collect();
-        for (o, e) in others {
-            let id = self.peers[j].id;
+    /// The relay frees the seat of `id` and tells the others.
+    fn leave(&mut self, id: PeerId) {
+        self.seats.remove(&id);
+        for (o, e) in self.others(id) {
             self.send_relay_frame(o, e, Frame::peer_left(self.room, id));
         }
     }
@@ -519,36 +524,6 @@ impl Sim {
 
     /// Runs one due event.
     fn handle(&mut self, event: Event) -> SimResult {
-        let r = self.handle_inner(event);
-        self.watch_debug();
-        r
-    }
-
-    fn watch_debug(&mut self) {
-        let Ok(m) = std::env::var("CUE_SIM_WATCH") else {
-            return;
-        };
-        for j in 0..self.peers.len() {
-            let has: Vec<String> = self.peers[j]
-                .disk
-                .iter()
-                .filter(|(_, t)| t.contains(&m))
-                .map(|(p, _)| p.clone())
-                .collect();
-            let key = format!("{j}:{has:?}");
-            WATCH.with(|w| {
-                let mut w = w.borrow_mut();
-                let prev = w.get(&j).cloned();
-                if prev.as_deref() != Some(key.as_str()) {
-                    w.insert(j, key.clone());
-                    drop(w);
-                    self.note(format!("WATCH p{j} disk has {m} in {has:?}"));
-                }
-            });
-        }
-    }
-
-    fn handle_inner(&mut self, event: Event) -> SimResult {
         match event {
             Event::Deliver { to, epoch, bytes } => self.deliver(to, epoch, &bytes)?,
             Event::Connect(j) => self.connect(j),
@@ -561,10 +536,12 @@ impl Sim {
                 }
             }
             Event::Restart(j) => self.restart(j)?,
-            Event::SeatTimeout { peer, epoch } => {
-                if self.seats.get(&peer) == Some(&epoch) && self.peers[peer].conn != Some(epoch) {
-                    self.note(format!("relay times out p{peer}'s dead connection"));
-                    self.leave(peer);
+            Event::SeatTimeout { id, epoch } => {
+                if let Some(&(j, e)) = self.seats.get(&id) {
+                    if e == epoch && self.peers[j].conn != Some(epoch) {
+                        self.note(format!("relay times out a dead connection of p{j}"));
+                        self.leave(id);
+                    }
                 }
             }
             Event::RelayUp => {
@@ -705,6 +682,12 @@ impl Sim {
         }
         let mut seed = [0u8; 32];
         self.rng.fill_bytes(&mut seed);
+        // A daemon takes a new random peer id each time it starts.
+        let mut id = [0u8; 16];
+        self.rng.fill_bytes(&mut id);
+        id[0] |= 0x80;
+        self.peers[j].id = PeerId(id);
+        self.ids.insert(PeerId(id), j);
         let full = self.peers[j].start(&self.key, seed, self.now, &mut self.rng)?;
         if full {
             self.stats.full_resyncs += 1;
@@ -844,39 +827,7 @@ impl Sim {
             if now { "" } else { " (not recorded yet)" }
         ));
         if now {
-            let before = self.peers[j].disk.clone();
-            let lf_before: Vec<String> = self.peers[j]
-                .node
-                .as_ref()
-                .map(|n| {
-                    n.ws.local_files()
-                        .iter()
-                        .map(|(id, f)| format!("{} {} {:?}", &id.to_hex()[..6], f.path, f.heads))
-                        .collect()
-                })
-                .unwrap_or_default();
-            let dh: Vec<String> = self.peers[j]
-                .node
-                .as_ref()
-                .map(|n| {
-                    n.ws.doc_heads()
-                        .iter()
-                        .map(|(k, i)| format!("{} {:?}", k.as_string(), i.heads))
-                        .collect()
-                })
-                .unwrap_or_default();
             self.record_and_publish(j)?;
-            if std::env::var("CUE_SIM_DEBUG").is_ok()
-                && made
-                    .markers
-                    .iter()
-                    .any(|m| !self.peers[j].disk.values().any(|t| t.contains(m.as_str())))
-            {
-                eprintln!(
-                    "BEFORE {before:#?}\nLOCAL {lf_before:#?}\nDOCS {dh:#?}\nAFTER {:#?}",
-                    self.peers[j].disk
-                );
-            }
             // What was just recorded and written back must still be on this disk.
             if self.peers[j].node.is_some() {
                 let all: String = self.peers[j].disk.values().map(String::as_str).collect();
@@ -1021,19 +972,10 @@ impl Sim {
     pub(crate) fn heal(&mut self) -> SimResult {
         self.faults = false;
         self.note("healing: no more faults".into());
-        let last = self
-            .queue
-            .iter()
-            .filter(|Reverse(s)| {
-                matches!(
-                    s.event,
-                    Event::Heal(_) | Event::Restart(_) | Event::RelayUp | Event::Connect(_)
-                )
-            })
-            .map(|Reverse(s)| s.at)
-            .max()
-            .unwrap_or(self.now);
-        self.run_until(last)?;
+        // Outages run their course: every pending event runs in order, and the
+        // clock jumps over the idle time between them (no heartbeats meanwhile:
+        // days of them would only repeat themselves).
+        self.drain()?;
         for j in 0..self.peers.len() {
             if self.peers[j].partitioned {
                 self.peers[j].partitioned = false;
@@ -1047,6 +989,22 @@ impl Sim {
         self.quiesce()
     }
 
+    /// Runs every queued event in order, without heartbeats, until none is left.
+    fn drain(&mut self) -> SimResult {
+        let mut events = 0;
+        while let Some(Reverse(next)) = self.queue.pop() {
+            events += 1;
+            if events > MAX_ROUND_EVENTS {
+                return Err(format!(
+                    "the protocol does not settle: more than {MAX_ROUND_EVENTS} events without a heartbeat"
+                ));
+            }
+            self.now = self.now.max(next.at);
+            self.handle(next.event)?;
+        }
+        Ok(())
+    }
+
     /// Runs rounds of more than 10 s (so heartbeats compare digests and
     /// re-request what differs) until every peer holds the same documents and
     /// nothing is in flight.
@@ -1055,19 +1013,9 @@ impl Sim {
         for _ in 0..MAX_QUIET_ROUNDS {
             let until = self.now + 11 * SECOND;
             self.run_until(until)?;
-            let mut events = 0;
-            while let Some(Reverse(next)) = self.queue.pop() {
-                events += 1;
-                if events > MAX_ROUND_EVENTS {
-                    return Err(format!(
-                        "the protocol does not settle: more than {MAX_ROUND_EVENTS} events in one quiet round"
-                    ));
-                }
-                // No heartbeats while draining: they would refill the queue
-                // forever. The next round's 11 s bring them back.
-                self.now = self.now.max(next.at);
-                self.handle(next.event)?;
-            }
+            // No heartbeats while draining: they would refill the queue
+            // forever. The next round's 11 s bring them back.
+            self.drain()?;
             if self.converged() {
                 calm += 1;
                 if calm >= 2 {
@@ -1087,9 +1035,9 @@ impl Sim {
     fn converged(&self) -> bool {
         let heads = |p: &Peer| p.node.as_ref().map(|n| heads_of(&n.ws));
         let first = heads(&self.peers[0]);
-        self.peers.iter().all(|p| {
-            p.conn.is_some() && self.seats.get(&p.index) == p.conn.as_ref() && heads(p) == first
-        })
+        self.peers
+            .iter()
+            .all(|p| self.seated(p.index) && heads(p) == first)
     }
 
     /// Which peers differ from peer 0, for a report.
@@ -1101,7 +1049,7 @@ impl Sim {
             let h = heads(p);
             let docs = h.as_ref().map(|m| m.len()).unwrap_or(0);
             let same = h == first;
-            let seated = p.conn.is_some() && self.seats.get(&p.index) == p.conn.as_ref();
+            let seated = self.seated(p.index);
             if !same || !seated {
                 out.push(format!(
                     "p{} ({} docs, {}, {})",
@@ -1136,7 +1084,12 @@ fn brief(m: &Message) -> String {
             )
         }
         Message::SyncResponse { doc: d, sync } => {
-            format!("SyncResponse({}, {} B)", doc(d), sync.len())
+            format!(
+                "SyncResponse({}, {} B{})",
+                doc(d),
+                sync.len(),
+                sync_summary(sync)
+            )
         }
         Message::Change {
             id, doc: d, deps, ..
@@ -1160,6 +1113,26 @@ fn heads_of(ws: &Workspace<MemStore>) -> BTreeMap<DocKey, Vec<cue_core::doc::Cha
         .collect()
 }
 
-thread_local! {
-    static WATCH: std::cell::RefCell<BTreeMap<usize, String>> = std::cell::RefCell::new(BTreeMap::new());
+/// What an automerge sync message says: heads, needs, haves and changes.
+fn sync_summary(bytes: &[u8]) -> String {
+    let short = |h: &[cue_core::doc::ChangeHash]| -> String {
+        h.iter()
+            .map(|h| h.to_string()[..6].to_string())
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    match automerge::sync::Message::decode(bytes) {
+        Ok(m) => format!(
+            ": heads [{}] need [{}] have {} changes {}",
+            short(&m.heads),
+            short(&m.need),
+            m.have
+                .iter()
+                .map(|h| format!("[{}]", short(&h.last_sync)))
+                .collect::<Vec<_>>()
+                .join(""),
+            if m.changes.is_empty() { "none" } else { "some" }
+        ),
+        Err(_) => ": undecodable".into(),
+    }
 }

@@ -4,15 +4,17 @@
 
 use cue_sim::{run, Config};
 
-/// Seeds in the slice; the first few use the seed's own peer count (up to 20).
-const SEEDS: u64 = 30;
-const STEPS: usize = 120;
+/// Seeds in the slice; every tenth uses the seed's own peer count (seed 0
+/// has 12 peers), the others 2 to 6 peers, so the slice stays well under a
+/// minute in the dev profile.
+const SEEDS: u64 = 24;
+const STEPS: usize = 100;
 
 #[test]
 fn seeded_scenarios_converge_without_losing_edits() {
     let mut failures = Vec::new();
     for seed in 0..SEEDS {
-        let peers = if seed < 3 {
+        let peers = if seed % 10 == 0 {
             None
         } else {
             Some(2 + (seed as usize % 5))

@@ -92,6 +92,8 @@ struct Remote {
     member: Option<String>,
     sessions: HashMap<DocKey, SyncState>,
     last_request_ms: i64,
+    /// Per document, the last sync message from this peer and our answer.
+    last_exchange: HashMap<DocKey, (Vec<u8>, Vec<u8>)>,
     warned_key: bool,
     /// Another workspace: everything it sends is ignored.
     foreign: bool,
@@ -392,14 +394,41 @@ impl SyncEngine {
                         }
                     }
                 }
-                if let Some(sync) = ws.sync_message(doc, &mut state)? {
-                    self.outbox
-                        .push((Target::One(from), Message::SyncResponse { doc, sync }));
+                let reply = ws.sync_message(doc, &mut state)?;
+                self.full_resync = false;
+                let remote = self.peers.entry(from).or_default();
+                let circling = reply.as_ref().is_some_and(|r| {
+                    remote
+                        .last_exchange
+                        .get(&doc)
+                        .is_some_and(|(got, sent)| *got == sync && sent == r)
+                });
+                if circling {
+                    // The same answer to the same message: the exchange goes
+                    // round in circles, and would at network speed until a
+                    // heartbeat noticed (found by `cue-sim`). automerge's sync
+                    // state remembers what it sent, so after a lost frame one
+                    // end keeps asking for a change the other is sure it sent.
+                    // Both ends start over: our state for it is dropped here,
+                    // the peer's by the request.
+                    self.request_sync(ws, from, now_ms);
+                    return Ok(());
+                }
+                match reply {
+                    Some(reply) => {
+                        remote.last_exchange.insert(doc, (sync, reply.clone()));
+                        self.outbox.push((
+                            Target::One(from),
+                            Message::SyncResponse { doc, sync: reply },
+                        ));
+                    }
+                    None => {
+                        remote.last_exchange.remove(&doc);
+                    }
                 }
                 if let Some(remote) = self.peers.get_mut(&from) {
                     remote.sessions.insert(doc, state);
                 }
-                self.full_resync = false;
             }
             Message::Change {
                 id,
@@ -547,7 +576,9 @@ impl SyncEngine {
             .iter()
             .map(|(k, i)| (*k, heads_hash(&i.heads)))
             .collect();
-        self.peers.entry(peer).or_default().last_request_ms = now_ms;
+        let remote = self.peers.entry(peer).or_default();
+        remote.last_request_ms = now_ms;
+        remote.last_exchange.clear();
         self.outbox.push((
             Target::One(peer),
             Message::SyncRequest {
