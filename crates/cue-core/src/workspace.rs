@@ -782,6 +782,41 @@ impl<S: Store> Workspace<S> {
         Ok(plan)
     }
 
+    /// Records what an interrupted checkout had already done to the disk.
+    ///
+    /// A crash between a disk write and its record would make the next scan
+    /// take our own write for a user's edit (a duplicate file) and our own
+    /// removal for a user's deletion (a deletion nobody made, carried out on
+    /// every peer). Call it when a process opens the state, before any scan.
+    /// `disk` gives the hash and stat of the file at a path, `None` if there
+    /// is none. Returns how many operations were found done.
+    pub fn settle_checkout(
+        &mut self,
+        mut disk: impl FnMut(&SyncPath) -> Option<([u8; 32], Stat)>,
+    ) -> Result<usize, WorkspaceError> {
+        let plan = self.plan()?;
+        let mut settled = 0;
+        for op in &plan.ops {
+            let done = match op {
+                DiskOp::Write { path, bytes, .. } => disk(path)
+                    .filter(|(hash, _)| *hash == content_hash(bytes.as_bytes()))
+                    .map(|(_, stat)| stat),
+                // A tracked file gone from a path where the documents no longer
+                // place it: removed by us, or by a user whose deletion would
+                // only repeat what the documents say (or lose to a rename).
+                DiskOp::Remove { path, .. } => match disk(path) {
+                    None => Some(Stat::default()),
+                    Some(_) => None,
+                },
+            };
+            if let Some(stat) = done {
+                self.applied(op, stat)?;
+                settled += 1;
+            }
+        }
+        Ok(settled)
+    }
+
     /// Records that a [`DiskOp`] was carried out, with the written file's stat.
     pub fn applied(&mut self, op: &DiskOp, stat: Stat) -> Result<(), WorkspaceError> {
         let mut batch = Batch::default();

@@ -35,10 +35,6 @@ struct Args {
     /// With a failure, print every event of the scenario, not only the last ones.
     #[arg(long)]
     full_trace: bool,
-    /// Also crash peers between a checkout's disk write and its record (see
-    /// the README: a known gap in crash recovery).
-    #[arg(long)]
-    torn_checkouts: bool,
     /// Print one line per scenario, passed or not.
     #[arg(long, short)]
     verbose: bool,
@@ -59,7 +55,6 @@ fn main() -> ExitCode {
             peers: args.peers.map(|p| p as usize),
             steps: args.steps,
             full_trace: args.full_trace,
-            torn_checkouts: args.torn_checkouts,
         };
         let t = Instant::now();
         let outcome = run(config);
@@ -102,13 +97,10 @@ fn report(outcome: &Outcome, args: &Args, detailed: bool) {
     let Err(failure) = &outcome.result else {
         return;
     };
-    let mut peers = match args.peers {
+    let peers = match args.peers {
         Some(p) => format!(" --peers {p}"),
         None => String::new(),
     };
-    if args.torn_checkouts {
-        peers.push_str(" --torn-checkouts");
-    }
     let at = match failure.step {
         Some(s) => format!("at step {s}"),
         None => "at the final check".into(),
@@ -132,7 +124,6 @@ fn report(outcome: &Outcome, args: &Args, detailed: bool) {
                 peers: args.peers.map(|p| p as usize),
                 steps: outcome.steps,
                 full_trace: false,
-                torn_checkouts: args.torn_checkouts,
             });
             println!(
                 "    smallest failing step count found: {smallest} (replay: cue-sim --seed {}{peers} --steps {smallest})",

@@ -135,6 +135,13 @@ impl Peer {
                 .map_err(|e| core_err("join after a crash", e))?,
             Err(e) => return Err(core_err("reopening the store", e)),
         };
+        // As the daemon does on start: finish recording a checkout a crash cut short.
+        let disk = &self.disk;
+        ws.settle_checkout(|path| {
+            disk.get(path.as_str())
+                .map(|text| (content_hash(text.as_bytes()), stat_of(text)))
+        })
+        .map_err(|e| core_err("settling an interrupted checkout", e))?;
         let mut engine = SyncEngine::new(&mut ws, key, self.id, seed, now_ms, MAX_OFFLINE_MS)
             .map_err(|e| core_err("starting the engine", e))?;
         engine.set_member(&self.member);

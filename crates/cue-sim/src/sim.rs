@@ -67,8 +67,6 @@ pub struct Config {
     pub steps: usize,
     /// Keep every event for the failure report, not only the last ones.
     pub full_trace: bool,
-    /// Also crash peers between a disk write of a checkout and its record.
-    pub torn_checkouts: bool,
 }
 
 /// Why a scenario failed, with the events that led there.
@@ -234,10 +232,7 @@ impl Sim {
                 2 + (18.0 * u * u).round() as usize
             })
             .max(1);
-        let mut profile = Profile::draw(&mut rng);
-        if !config.torn_checkouts {
-            profile.tear_p = 0.0;
-        }
+        let profile = Profile::draw(&mut rng);
         let mut key_bytes = [0u8; 32];
         rng.fill_bytes(&mut key_bytes);
         let key = WorkspaceKey::from_bytes(key_bytes);

@@ -24,7 +24,6 @@ fn seeded_scenarios_converge_without_losing_edits() {
             peers,
             steps: STEPS,
             full_trace: false,
-            torn_checkouts: false,
         });
         if let Err(f) = &outcome.result {
             let peers_arg = peers.map(|p| format!(" --peers {p}")).unwrap_or_default();
@@ -46,7 +45,6 @@ fn a_seed_replays_exactly() {
         peers: Some(4),
         steps: 80,
         full_trace: false,
-        torn_checkouts: false,
     };
     let a = run(config);
     let b = run(config);
@@ -68,7 +66,6 @@ fn faults_are_actually_injected() {
                 peers: Some(4),
                 steps: 150,
                 full_trace: false,
-                torn_checkouts: false,
             })
             .stats,
         );

@@ -110,7 +110,7 @@ fn phase_import(base: &Path, n: usize) {
     let store = SqliteStore::open(&layout.state_db()).unwrap_or_else(|e| panic!("{e}"));
     let mut ws = Workspace::create(store, "bench", "bench", disk::now_ms(), &mut rng)
         .unwrap_or_else(|e| panic!("{e}"));
-    cue::commands::record_all(&mut ws, &layout, &filters, &|_, _| {})
+    cue::commands::record_bulk(&mut ws, &layout, &filters, &|_, _| {})
         .unwrap_or_else(|e| panic!("{e}"));
     let import_s = t.elapsed().as_secs_f64();
 
@@ -134,7 +134,7 @@ fn phase_import(base: &Path, n: usize) {
             std::fs::write(&path, &text).unwrap_or_else(|e| panic!("{e}"));
             edits += 1;
         }
-        cue::commands::record_all(&mut ws, &layout, &filters, &|_, _| {})
+        cue::commands::record_bulk(&mut ws, &layout, &filters, &|_, _| {})
             .unwrap_or_else(|e| panic!("{e}"));
     }
     let edit_s = t.elapsed().as_secs_f64();
@@ -174,7 +174,7 @@ fn phase_clone(base: &Path, n: usize) {
     let mut rng = StdRng::seed_from_u64(7);
     let mut ws = Workspace::clone_from_bundle(store, &bundle, "clone", &mut rng)
         .unwrap_or_else(|e| panic!("{e}"));
-    let applied = cue::commands::checkout_all(&mut ws, &layout, false, &|_, _| {})
+    let applied = cue::commands::write_plan(&mut ws, &layout, false, &|_, _| {})
         .unwrap_or_else(|e| panic!("{e}"));
     let clone_s = t.elapsed().as_secs_f64();
     assert_eq!(applied.written.len(), n);

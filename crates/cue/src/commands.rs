@@ -27,6 +27,8 @@ pub struct Session {
     pub ws: Workspace<SqliteStore>,
     /// Held for a command's whole run; `None` in the daemon, which locks per event.
     pub write_lock: Option<WriteLock>,
+    /// Whether an interrupted checkout was looked for since the state was opened.
+    settled: bool,
 }
 
 pub fn member_name(flag: Option<String>, config: &Config) -> String {
@@ -62,22 +64,31 @@ pub fn open_session(layout: Layout) -> Result<Session> {
     let mut ws =
         Workspace::open(store, &member).context("opening the sync state in .cuedeck/sync/")?;
     ws.set_tombstone_days(config.sync.max_offline_days);
-    Ok(Session {
-        layout,
-        config,
-        filters,
-        ws,
-        write_lock: None,
-    })
+    Ok(Session::new(layout, config, filters, ws))
 }
 
 impl Session {
+    /// A session over a state opened by the caller, without the write lock.
+    pub fn new(
+        layout: Layout,
+        config: Config,
+        filters: Filters,
+        ws: Workspace<SqliteStore>,
+    ) -> Self {
+        Session {
+            layout,
+            config,
+            filters,
+            ws,
+            write_lock: None,
+            settled: false,
+        }
+    }
+
     /// Records on-disk edits, with a progress bar when there are many files.
     pub fn record(&mut self) -> Result<Changes> {
         let bar = progress_bar("scanning");
-        let changes = record_all(&mut self.ws, &self.layout, &self.filters, &|i, n| {
-            tick(&bar, i, n)
-        })?;
+        let changes = record_all(self, &|i, n| tick(&bar, i, n))?;
         bar.finish_and_clear();
         for s in &changes.skipped {
             eprintln!("warning: {s}");
@@ -92,9 +103,7 @@ impl Session {
 
     fn checkout_with(&mut self, label: &str, durable: bool) -> Result<Applied> {
         let bar = progress_bar(label);
-        let applied = checkout_all(&mut self.ws, &self.layout, durable, &|i, n| {
-            tick(&bar, i, n)
-        })?;
+        let applied = checkout_all(self, durable, &|i, n| tick(&bar, i, n))?;
         bar.finish_and_clear();
         for s in &applied.skipped {
             eprintln!("warning: {s}");
@@ -103,9 +112,32 @@ impl Session {
     }
 }
 
+impl Session {
+    /// Once per opened state, before the disk is scanned or written: records
+    /// what a checkout cut short by a crash had already done.
+    fn settle(&mut self) -> Result<()> {
+        if !self.settled {
+            let n = disk::settle_checkout(&mut self.ws, &self.layout)
+                .context("finishing an interrupted write of synced files")?;
+            if n > 0 {
+                tracing::info!("recorded {n} file writes an interrupted run had made");
+            }
+            self.settled = true;
+        }
+        Ok(())
+    }
+}
+
+/// Records every on-disk edit of a session (after settling what a crash
+/// interrupted).
+pub fn record_all(s: &mut Session, progress: &dyn Fn(u64, u64)) -> Result<Changes> {
+    s.settle()?;
+    record_bulk(&mut s.ws, &s.layout, &s.filters, progress)
+}
+
 /// Records every on-disk edit in one SQLite transaction (one fsync for an
 /// import of thousands of files; each file's batch stays all-or-nothing).
-pub fn record_all(
+pub fn record_bulk(
     ws: &mut Workspace<SqliteStore>,
     layout: &Layout,
     filters: &Filters,
@@ -118,10 +150,20 @@ pub fn record_all(
 }
 
 /// Writes what the documents say that the disk does not show yet. Each written
-/// file is recorded in its own transaction, so an interrupted checkout never
-/// leaves a file on disk that the state does not know. Not `durable` (a fresh
-/// clone: nobody can have edited yet): write everything, sync once, commit once.
+/// file is recorded in its own transaction right after the write; a crash
+/// between the two is settled by the next run. Not `durable` (a fresh clone:
+/// nobody can have edited yet): write everything, sync once, commit once.
 pub fn checkout_all(
+    s: &mut Session,
+    durable: bool,
+    progress: &dyn Fn(u64, u64),
+) -> Result<Applied> {
+    s.settle()?;
+    write_plan(&mut s.ws, &s.layout, durable, progress)
+}
+
+/// [`checkout_all`] on a bare workspace (benchmarks), without settling first.
+pub fn write_plan(
     ws: &mut Workspace<SqliteStore>,
     layout: &Layout,
     durable: bool,
@@ -654,4 +696,75 @@ pub fn status(cwd: &Path, json: bool) -> Result<()> {
         println!("  not synced: {sk}");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cue_core::workspace::DiskOp;
+
+    fn session(dir: &Path) -> Session {
+        open(dir).unwrap_or_else(|e| panic!("{e:#}"))
+    }
+
+    /// A peer renamed a file; this peer crashed after moving it on disk and
+    /// before recording that. The next run must not record the old path's
+    /// absence as a deletion (carried out on every peer) nor the new path as
+    /// a new file.
+    #[test]
+    fn a_checkout_cut_short_by_a_crash_is_not_taken_for_the_users_edits() {
+        let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let (ana, bo) = (tmp.path().join("ana"), tmp.path().join("bo"));
+        std::fs::create_dir(&ana).unwrap_or_else(|e| panic!("{e}"));
+        init(&ana, Some("team".into()), Some("ana".into())).unwrap_or_else(|e| panic!("{e:#}"));
+        let docs = ana.join(".cuedeck/docs");
+        std::fs::write(docs.join("a.md"), "# A\n\nana's text\n").unwrap_or_else(|e| panic!("{e}"));
+        session(&ana).record().unwrap_or_else(|e| panic!("{e:#}"));
+        let bundle = tmp.path().join("ana.cue");
+        export(&ana, &bundle).unwrap_or_else(|e| panic!("{e:#}"));
+        clone(tmp.path(), &bundle, &bo, Some("bo".into())).unwrap_or_else(|e| panic!("{e:#}"));
+
+        // bo renames the file and edits it.
+        let bo_docs = bo.join(".cuedeck/docs");
+        std::fs::rename(bo_docs.join("a.md"), bo_docs.join("b.md"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        session(&bo).record().unwrap_or_else(|e| panic!("{e:#}"));
+        let from_bo = tmp.path().join("bo.cue");
+        export(&bo, &from_bo).unwrap_or_else(|e| panic!("{e:#}"));
+
+        // ana merges it and carries out the plan on disk, then "crashes"
+        // before recording any of it.
+        {
+            let mut s = session(&ana);
+            let bytes = std::fs::read(&from_bo).unwrap_or_else(|e| panic!("{e}"));
+            s.ws.import_bundle(&bytes, "bo")
+                .unwrap_or_else(|e| panic!("{e}"));
+            let plan = s.ws.plan().unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(plan.ops.len(), 2, "{:?}", plan.ops);
+            for op in &plan.ops {
+                match op {
+                    DiskOp::Write { path, bytes, .. } => {
+                        std::fs::write(s.layout.to_disk(path), bytes)
+                            .unwrap_or_else(|e| panic!("{e}"));
+                    }
+                    DiskOp::Remove { path, .. } => {
+                        std::fs::remove_file(s.layout.to_disk(path))
+                            .unwrap_or_else(|e| panic!("{e}"));
+                    }
+                }
+            }
+        }
+
+        let mut s = session(&ana);
+        let changes = s.record().unwrap_or_else(|e| panic!("{e:#}"));
+        assert!(changes.is_empty(), "{changes:?}");
+        assert!(s.ws.trash(disk::now_ms()).unwrap_or_default().is_empty());
+        let files: Vec<String> =
+            s.ws.local_files()
+                .values()
+                .map(|f| f.path.clone())
+                .collect();
+        assert_eq!(files, ["docs/b.md"]);
+        assert!(s.ws.plan().unwrap_or_else(|e| panic!("{e}")).ops.is_empty());
+    }
 }

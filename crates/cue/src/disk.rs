@@ -373,6 +373,27 @@ pub fn record_changes<S: Store>(
     Ok(changes)
 }
 
+/// Finishes recording a checkout that a crash (or a commit that failed on a
+/// full disk) cut short, before any scan can mistake our own writes for the
+/// user's: see [`Workspace::settle_checkout`]. Returns how many were found.
+pub fn settle_checkout<S: Store>(ws: &mut Workspace<S>, layout: &Layout) -> Result<usize> {
+    // Present but not what any checkout writes (a folder, a symlink, an
+    // unreadable file): a hash no content has.
+    let foreign = ([0u8; 32], Stat::default());
+    let settled = ws.settle_checkout(|path| {
+        let target = layout.to_disk(path);
+        let meta = fs::symlink_metadata(&target).ok()?;
+        if !meta.is_file() {
+            return Some(foreign);
+        }
+        match fs::read(&target) {
+            Ok(bytes) => Some((content_hash(&bytes), stat_of(&meta))),
+            Err(_) => Some(foreign),
+        }
+    })?;
+    Ok(settled)
+}
+
 /// What writing a plan did.
 #[derive(Debug, Default)]
 pub struct Applied {

@@ -340,12 +340,7 @@ impl Daemon {
 
     fn on_disk(&mut self) -> Result<()> {
         self.last_scan = Instant::now();
-        let changes = record_all(
-            &mut self.session.ws,
-            &self.session.layout,
-            &self.session.filters,
-            &|_, _| {},
-        )?;
+        let changes = record_all(&mut self.session, &|_, _| {})?;
         for s in &changes.skipped {
             self.report(s);
         }
@@ -387,8 +382,7 @@ impl Daemon {
             self.say(&format!("{peers} other peer(s) online."));
         }
         if out.changed && matches!(mode, Mode::Watch) {
-            let applied =
-                checkout_all(&mut self.session.ws, &self.session.layout, true, &|_, _| {})?;
+            let applied = checkout_all(&mut self.session, true, &|_, _| {})?;
             for s in &applied.skipped {
                 self.report(s);
             }

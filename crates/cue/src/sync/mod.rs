@@ -342,13 +342,7 @@ pub fn clone_from_code(
         config.sync.relay.auth_token = auth_token;
     }
     let filters = Filters::new(&layout, &config.sync.include)?;
-    let session = Session {
-        layout: layout.clone(),
-        config: config.clone(),
-        filters,
-        ws,
-        write_lock: None,
-    };
+    let session = Session::new(layout.clone(), config.clone(), filters, ws);
     let target = RelayTarget {
         url: code.relay.clone(),
         token: config.sync.relay.auth_token.clone(),
