@@ -50,6 +50,7 @@ impl FileDoc {
         for c in chunks {
             doc.load_incremental(c)?;
         }
+        super::forget_patches(&mut doc);
         Ok(FileDoc { doc })
     }
 
@@ -180,6 +181,7 @@ impl FileDoc {
     /// Takes in every change `other` has that this document lacks.
     pub fn merge(&mut self, other: &mut FileDoc) -> Result<(), DocError> {
         self.doc.merge(&mut other.doc)?;
+        super::forget_patches(&mut self.doc);
         Ok(())
     }
 

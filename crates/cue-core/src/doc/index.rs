@@ -93,6 +93,7 @@ impl IndexDoc {
         for c in chunks {
             doc.load_incremental(c)?;
         }
+        super::forget_patches(&mut doc);
         let index = IndexDoc { doc };
         index.files_obj()?;
         Ok(index)
