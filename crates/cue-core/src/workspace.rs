@@ -715,15 +715,9 @@ impl<S: Store> Workspace<S> {
             let Ok(path) = SyncPath::parse(&lf.path) else {
                 continue;
             };
-            // Another file takes this name: its write replaces these bytes, but
-            // only once its document is here. Until then remove them, or they
-            // stay on disk unrecorded, refuse that write, and come back as a new file.
-            if layout
-                .get(&path)
-                .is_some_and(|taker| self.docs.contains_key(&DocKey::File(*taker)))
-            {
-                continue;
-            }
+            // Removed first even when another file takes this name next: a
+            // crash between the two steps then leaves no bytes on disk that
+            // no record owns (the next scan would take them for a new file).
             plan.ops.push(DiskOp::Remove {
                 file: *id,
                 path,
@@ -741,7 +735,12 @@ impl<S: Store> Workspace<S> {
                 continue;
             }
             let heads = info.heads.clone();
-            let expect = self.local.at_path(path.as_str()).map(|(_, f)| f.hash);
+            // A path this plan removes first is empty when the write comes.
+            let expect = self
+                .local
+                .at_path(path.as_str())
+                .filter(|(owner, _)| owner == id)
+                .map(|(_, f)| f.hash);
             writes.push((*id, path.clone(), heads, expect, here.map(|lf| lf.hash)));
         }
         for (id, path, heads, expect, here_hash) in writes {
