@@ -70,11 +70,19 @@ async fn connect(
     };
     let max = shared.config.max_frame_bytes;
     upgrade
+        // tungstenite reserves its whole read buffer per connection (128 KiB
+        // by default: 1.4 GB for 10,000 peers). Peers' frames are mostly a
+        // few hundred bytes; a larger one grows the buffer while it is read.
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(0)
         .max_message_size(max)
         .max_frame_size(max)
         .on_failed_upgrade(|err| debug!(%err, "upgrade failed"))
         .on_upgrade(move |socket| connection::run(socket, room, peer, shared))
 }
+
+/// Initial read buffer of a connection (see the upgrade above).
+const READ_BUFFER_BYTES: usize = 4 * 1024;
 
 /// The `peer` query parameter as a peer id, or the text of a 400 reply.
 fn peer_param(query: Option<&str>) -> Result<PeerId, String> {
