@@ -22,7 +22,7 @@ use std::io;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 pub mod close;
 pub mod config;
@@ -107,6 +107,16 @@ impl Relay {
         let app = http::router(shared);
 
         let mut stop_accepting = shutdown_rx;
+        // Frames are small and must go out at once: with Nagle's algorithm a
+        // frame waits for the ACK of the previous one, which the peer delays
+        // by up to 40 ms (cue-load: fan-out p99 of 44 ms at a tenth of the
+        // relay's throughput).
+        let listener =
+            axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
+                if let Err(err) = tcp.set_nodelay(true) {
+                    debug!(%err, "cannot set TCP_NODELAY");
+                }
+            });
         let server = axum::serve(listener, app)
             .with_graceful_shutdown(async move { stop_accepting.recv().await })
             .into_future();
