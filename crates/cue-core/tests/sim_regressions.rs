@@ -82,28 +82,48 @@ fn exchange(a: &mut Workspace<MemStore>, b: &mut Workspace<MemStore>) {
         .unwrap_or_else(|e| panic!("{e}"));
 }
 
+/// ana's workspace with one file, and bo's clone of it, both on disk.
+fn ana_and_bo(
+    seed: u64,
+    path: &str,
+    text: &str,
+) -> (Workspace<MemStore>, Disk, Workspace<MemStore>, Disk) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut a = Workspace::create(MemStore::default(), "team", "ana", 1_000, &mut rng)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut disk_a = Disk::new();
+    write(&mut a, &mut disk_a, path, text, 2_000);
+    let bundle = a.export_bundle().unwrap_or_else(|e| panic!("{e}"));
+    let mut b = Workspace::clone_from_bundle(MemStore::default(), &bundle, "bo", &mut rng)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut disk_b = Disk::new();
+    assert!(checkout(&mut b, &mut disk_b).is_empty());
+    (a, disk_a, b, disk_b)
+}
+
 /// Runs automerge's sync protocol on the index alone, both ways, until quiet.
 fn sync_index(a: &mut Workspace<MemStore>, b: &mut Workspace<MemStore>) {
+    /// One message from `from` (state `sf`) to `to` (state `st`), if any.
+    fn one_way(
+        from: &mut Workspace<MemStore>,
+        sf: &mut SyncState,
+        to: &mut Workspace<MemStore>,
+        st: &mut SyncState,
+    ) -> bool {
+        let msg = from
+            .sync_message(DocKey::Index, sf)
+            .unwrap_or_else(|e| panic!("{e}"));
+        if let Some(m) = &msg {
+            to.receive_sync(DocKey::Index, st, m)
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        msg.is_some()
+    }
     let (mut sa, mut sb) = (SyncState::new(), SyncState::new());
     for _ in 0..20 {
-        let mut moved = false;
-        if let Some(m) = a
-            .sync_message(DocKey::Index, &mut sa)
-            .unwrap_or_else(|e| panic!("{e}"))
-        {
-            b.receive_sync(DocKey::Index, &mut sb, &m)
-                .unwrap_or_else(|e| panic!("{e}"));
-            moved = true;
-        }
-        if let Some(m) = b
-            .sync_message(DocKey::Index, &mut sb)
-            .unwrap_or_else(|e| panic!("{e}"))
-        {
-            a.receive_sync(DocKey::Index, &mut sa, &m)
-                .unwrap_or_else(|e| panic!("{e}"));
-            moved = true;
-        }
-        if !moved {
+        let ab = one_way(a, &mut sa, b, &mut sb);
+        let ba = one_way(b, &mut sb, a, &mut sa);
+        if !ab && !ba {
             break;
         }
     }
@@ -118,17 +138,8 @@ fn sync_index(a: &mut Workspace<MemStore>, b: &mut Workspace<MemStore>) {
 /// tag, the new line read `11`.
 #[test]
 fn a_new_line_is_not_built_from_the_characters_of_a_line_a_peer_changes() {
-    let mut rng = StdRng::seed_from_u64(1);
-    let mut a = Workspace::create(MemStore::default(), "team", "ana", 1_000, &mut rng)
-        .unwrap_or_else(|e| panic!("{e}"));
-    let mut disk_a = Disk::new();
     let base = "---\ntitle: c2\ntags: [t<m13-4>]\n---\n# c2\nfiller one\n";
-    write(&mut a, &mut disk_a, "cards/c2.md", base, 2_000);
-    let bundle = a.export_bundle().unwrap_or_else(|e| panic!("{e}"));
-    let mut b = Workspace::clone_from_bundle(MemStore::default(), &bundle, "bo", &mut rng)
-        .unwrap_or_else(|e| panic!("{e}"));
-    let mut disk_b = Disk::new();
-    assert!(checkout(&mut b, &mut disk_b).is_empty());
+    let (mut a, mut disk_a, mut b, mut disk_b) = ana_and_bo(1, "cards/c2.md", base);
 
     // Concurrently: bo removes the tag; ana removes it too and adds a line.
     let theirs = "---\ntitle: c2\ntags: []\n---\n# c2\nfiller one\n";
@@ -193,16 +204,7 @@ fn a_file_moved_off_a_name_leaves_nothing_there_before_the_new_owner_arrives() {
 #[test]
 fn the_same_edits_give_the_same_change_hashes() {
     let run = || {
-        let mut rng = StdRng::seed_from_u64(3);
-        let mut a = Workspace::create(MemStore::default(), "team", "ana", 1_000, &mut rng)
-            .unwrap_or_else(|e| panic!("{e}"));
-        let mut disk_a = Disk::new();
-        write(&mut a, &mut disk_a, "docs/a.md", "one\ntwo\n", 2_000);
-        let bundle = a.export_bundle().unwrap_or_else(|e| panic!("{e}"));
-        let mut b = Workspace::clone_from_bundle(MemStore::default(), &bundle, "bo", &mut rng)
-            .unwrap_or_else(|e| panic!("{e}"));
-        let mut disk_b = Disk::new();
-        checkout(&mut b, &mut disk_b);
+        let (mut a, mut disk_a, mut b, mut disk_b) = ana_and_bo(3, "docs/a.md", "one\ntwo\n");
         write(&mut b, &mut disk_b, "docs/a.md", "one\ntwo\nbo\n", 3_000);
         let bundle = b.export_bundle().unwrap_or_else(|e| panic!("{e}"));
         a.import_bundle(&bundle, "b")
@@ -416,16 +418,7 @@ fn storm_run(seed: u64) {
 /// deletion, keeps the file everywhere.
 #[test]
 fn a_save_is_not_removed_by_a_tombstone_that_names_changes_still_on_their_way() {
-    let mut rng = StdRng::seed_from_u64(4);
-    let mut a = Workspace::create(MemStore::default(), "team", "ana", 1_000, &mut rng)
-        .unwrap_or_else(|e| panic!("{e}"));
-    let mut disk_a = Disk::new();
-    write(&mut a, &mut disk_a, "docs/e.md", "one\n", 2_000);
-    let bundle = a.export_bundle().unwrap_or_else(|e| panic!("{e}"));
-    let mut b = Workspace::clone_from_bundle(MemStore::default(), &bundle, "bo", &mut rng)
-        .unwrap_or_else(|e| panic!("{e}"));
-    let mut disk_b = Disk::new();
-    assert!(checkout(&mut b, &mut disk_b).is_empty());
+    let (mut a, mut disk_a, mut b, mut disk_b) = ana_and_bo(4, "docs/e.md", "one\n");
 
     write(&mut b, &mut disk_b, "docs/e.md", "one\nbo\n", 3_000);
     disk_b.remove("docs/e.md");
