@@ -57,6 +57,8 @@ const TICK: Duration = Duration::from_millis(250);
 /// A full scan this often, in case the watcher missed something (an
 /// overflowed event queue, a folder created and filled at once).
 const RESCAN: Duration = Duration::from_secs(30);
+/// How soon a write of received changes that failed is tried again.
+const RETRY_WRITES: Duration = Duration::from_secs(2);
 
 /// What the daemon is for.
 pub enum Mode {
@@ -81,6 +83,8 @@ pub struct Daemon {
     out: Option<tmpsc::UnboundedSender<Vec<u8>>>,
     quiet_since: Instant,
     last_scan: Instant,
+    /// When to try again the writes of received changes that failed.
+    retry_writes: Option<Instant>,
     saw_peer: bool,
     verbose: bool,
     /// Problems already logged: a file that cannot sync is reported once,
@@ -164,20 +168,20 @@ pub fn run(
     } else {
         None
     };
+    // When catching up fails (a full disk, say), the daemon still starts and
+    // the first tick retries, as the event loop does with any such problem.
+    let mut first_scan = Instant::now();
+    let mut problem = None;
     if watching {
         // Edits made while no daemon ran are recorded (and later synced) first.
         let _lock = WriteLock::acquire(&session.layout.sync_dir())?;
-        if session.ws.store_mut().changed_by_others()? {
-            session = open_session(session.layout.clone())?;
+        if let Err(e) = catch_up(&mut session, verbose) {
+            warn!("{e:#}; retrying in a moment");
+            problem = Some(format!("{e:#}"));
+            session = open_session(session.layout.clone())
+                .context("reloading the sync state after an error")?;
+            first_scan = first_scan.checked_sub(RESCAN).unwrap_or(first_scan);
         }
-        let changes = session.record()?;
-        if !changes.is_empty() && verbose {
-            print_line(&format!(
-                "Recorded {} edits made while offline.",
-                changes.count()
-            ));
-        }
-        session.checkout("writing")?;
     }
     let seed = random_seed()?;
     let mut peer = [0u8; 16];
@@ -216,6 +220,7 @@ pub fn run(
             started_ms: now,
             updated_ms: now,
             relay: target.url.clone(),
+            last_problem: problem,
             ..DaemonStatus::default()
         },
         relay: target.url,
@@ -224,7 +229,9 @@ pub fn run(
         status_written: Instant::now() - Duration::from_secs(10),
         out: Some(out),
         quiet_since: Instant::now(),
-        last_scan: Instant::now(),
+        last_scan: first_scan,
+        // Whatever the catch-up at start could not write is tried again.
+        retry_writes: Some(Instant::now() + RETRY_WRITES),
         saw_peer: false,
         verbose,
         reported: std::collections::HashSet::new(),
@@ -237,6 +244,23 @@ pub fn run(
     daemon.write_status(true);
     let _ = net_thread.join();
     result
+}
+
+/// Records the edits made while no daemon ran and writes what peers sent
+/// meanwhile.
+fn catch_up(session: &mut Session, verbose: bool) -> Result<()> {
+    if session.ws.store_mut().changed_by_others()? {
+        *session = open_session(session.layout.clone())?;
+    }
+    let changes = session.record()?;
+    if !changes.is_empty() && verbose {
+        print_line(&format!(
+            "Recorded {} edits made while offline.",
+            changes.count()
+        ));
+    }
+    session.checkout("writing")?;
+    Ok(())
 }
 
 impl Daemon {
@@ -252,9 +276,9 @@ impl Daemon {
                     // would not load: report it, drop what was only in memory,
                     // and carry on. Nothing committed is lost, and whatever
                     // failed is retried by the next scan or resync.
-                    let msg = format!("{e:#}");
-                    warn!("{msg}; recovering from the last committed state");
-                    self.status.last_problem = Some(msg);
+                    // Logged once per distinct problem: a full disk fails
+                    // every event until space is freed.
+                    self.report(&format!("{e:#}; recovering from the last committed state"));
                     let layout = self.session.layout.clone();
                     self.session =
                         open_session(layout).context("reloading the sync state after an error")?;
@@ -300,6 +324,11 @@ impl Daemon {
                 self.send(out.frames);
                 if matches!(mode, Mode::Watch) && self.last_scan.elapsed() >= RESCAN {
                     self.on_disk()?;
+                }
+                if matches!(mode, Mode::Watch)
+                    && self.retry_writes.is_some_and(|at| Instant::now() >= at)
+                {
+                    self.write_received()?;
                 }
                 if let Mode::Clone { deadline, bar } = mode {
                     let (have, total) = self.clone_progress()?;
@@ -382,21 +411,30 @@ impl Daemon {
             self.say(&format!("{peers} other peer(s) online."));
         }
         if out.changed && matches!(mode, Mode::Watch) {
-            let applied = checkout_all(&mut self.session, true, &|_, _| {})?;
-            for s in &applied.skipped {
-                self.report(s);
-            }
-            if self.verbose && !(applied.written.is_empty() && applied.removed.is_empty()) {
-                let names: Vec<&str> = applied
-                    .written
-                    .iter()
-                    .chain(&applied.removed)
-                    .map(String::as_str)
-                    .collect();
-                print_line(&format!("Received: {}", names.join(", ")));
-            }
+            self.write_received()?;
         }
         self.send(out.frames);
+        Ok(())
+    }
+
+    /// Writes what peers sent to the user's files. A write that could not be
+    /// made (a full disk, a file the editor locked) is retried in a moment,
+    /// not only when the next change arrives: it may be the last one.
+    fn write_received(&mut self) -> Result<()> {
+        let applied = checkout_all(&mut self.session, true, &|_, _| {})?;
+        for s in &applied.skipped {
+            self.report(s);
+        }
+        self.retry_writes = (!applied.skipped.is_empty()).then(|| Instant::now() + RETRY_WRITES);
+        if self.verbose && !(applied.written.is_empty() && applied.removed.is_empty()) {
+            let names: Vec<&str> = applied
+                .written
+                .iter()
+                .chain(&applied.removed)
+                .map(String::as_str)
+                .collect();
+            print_line(&format!("Received: {}", names.join(", ")));
+        }
         Ok(())
     }
 

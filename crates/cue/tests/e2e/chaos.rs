@@ -2,7 +2,7 @@
 //! peers on loopback while a seeded "editor" writes to their folders, with
 //! faults injected between edits: a peer killed with SIGKILL and restarted,
 //! the relay killed and restarted, one peer cut off by a proxy in its path,
-//! and one peer's disk filled (a 4 MiB tmpfs, when this machine lets us
+//! and one peer's disk filled (a 64 MiB tmpfs, when this machine lets us
 //! mount one). After healing, every peer must hold the same files and every
 //! line any editor saved must be there.
 //!
@@ -104,7 +104,7 @@ impl SmallDisk {
     fn mount(at: &Path) -> Option<SmallDisk> {
         std::fs::create_dir_all(at).ok()?;
         let ok = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
+            .args(["-t", "tmpfs", "-o", "size=64m", "tmpfs"])
             .arg(at)
             .stderr(std::process::Stdio::null())
             .status()
@@ -296,9 +296,16 @@ fn peers_converge_and_lose_nothing_through_kills_restarts_cuts_and_a_full_disk()
     }
     // Heal: every daemon running, and wait for convergence.
     proxy.heal();
-    for n in nodes.iter_mut() {
-        if n.daemon.is_none() {
-            n.start();
+    for (i, n) in nodes.iter_mut().enumerate() {
+        match n.daemon.as_mut() {
+            None => n.start(),
+            // A daemon must outlive every fault: one that exited on its own
+            // stopped syncing that peer.
+            Some(d) => assert!(
+                d.is_running(),
+                "p{i}'s daemon exited during the run; its log:\n{}",
+                d.log_text()
+            ),
         }
     }
     let peers: Vec<&Peer> = nodes.iter().map(|n| &n.peer).collect();
