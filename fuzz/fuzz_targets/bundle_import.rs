@@ -55,16 +55,6 @@ fn hostile_bundle(payload: &[u8]) -> Option<Vec<u8>> {
     Some(bundle.encode())
 }
 
-/// Whether to check that a refused import changed nothing. Off by default:
-/// `Workspace::merge_bundle` applies file documents one by one and does not
-/// undo the ones before the entry that fails (fuzz/README.md, "Known, not
-/// fixed here"), so this check fails within seconds. Set
-/// `CUE_FUZZ_STRICT_IMPORT=1` once that is fixed.
-fn strict_import() -> bool {
-    static STRICT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *STRICT.get_or_init(|| std::env::var_os("CUE_FUZZ_STRICT_IMPORT").is_some_and(|v| v == "1"))
-}
-
 /// Each document of a bundle with its heads: what the bundle holds, whatever
 /// the bytes of its encoding.
 fn doc_heads(bundle: &[u8]) -> Vec<(DocKey, Vec<automerge::ChangeHash>)> {
@@ -172,7 +162,7 @@ fn one(input: &[u8]) {
             assert!(matches!(e, WorkspaceError::Bundle(_)), "{e}");
         }
     }
-    if imported.is_err() && steer & 2 == 0 && strict_import() {
+    if imported.is_err() && steer & 2 == 0 {
         // "Otherwise nothing is imported" (docs/FORMAT.md): a refused bundle
         // leaves every document as it was, including the ones in memory that
         // the next export or edit would save.
