@@ -1001,7 +1001,7 @@ impl<S: Store> Workspace<S> {
             .find(|(k, _)| *k == DocKey::Index)
             .map(|(_, b)| b)
             .ok_or(WorkspaceError::NoIndex)?;
-        let preview = self.index.preview(index_bytes)?;
+        let mut preview = self.index.preview(index_bytes)?;
         let theirs = preview.meta()?.workspace_id;
         if theirs != bundle.workspace {
             return Err(WorkspaceError::WrongWorkspace {
@@ -1020,15 +1020,26 @@ impl<S: Store> Workspace<S> {
             }
         }
         let paths: BTreeMap<FileId, String> = entries.into_iter().map(|e| (e.id, e.path)).collect();
-        // All or nothing: a document refused halfway must not leave the ones
-        // before it merged in memory (where the next export or edit would
-        // carry them). Nothing is committed until every document merged.
+        // All or nothing: a document refused halfway, or a commit that fails,
+        // must not leave the ones before it merged in memory (where the next
+        // export or edit would carry them). The preview is the merged index.
+        let index_changed = preview.heads() != self.index.heads();
+        let index_before = std::mem::replace(&mut self.index, preview);
         let docs_before = self.docs.clone();
         let mut touched = Vec::new();
-        let merged = self.merge_bundle_docs(&bundle, index_bytes, &paths, &mut touched);
-        match merged {
-            Ok((report, batch)) => {
+        let merged = self
+            .merge_bundle_docs(&bundle, &paths, &mut touched)
+            .and_then(|(report, batch)| {
                 self.store.commit(batch)?;
+                Ok(report)
+            });
+        match merged {
+            Ok(mut report) => {
+                if index_changed {
+                    report.docs_changed += 1;
+                } else {
+                    report.docs_unchanged += 1;
+                }
                 Ok(report)
             }
             Err(e) => {
@@ -1036,22 +1047,17 @@ impl<S: Store> Workspace<S> {
                     self.cache.remove(&id);
                 }
                 self.docs = docs_before;
-                if let Ok(chunks) = self.store.load_doc(DocKey::Index) {
-                    if let Some(chunks) = chunks {
-                        self.index = IndexDoc::load(&chunks, self.actor.clone())?;
-                    } else {
-                        self.index = IndexDoc::empty(self.actor.clone());
-                    }
-                }
+                self.index = index_before;
                 Err(e)
             }
         }
     }
 
+    /// Merges a bundle's file documents and stages them, with the index
+    /// (already merged), in one batch for the caller to commit.
     fn merge_bundle_docs(
         &mut self,
         bundle: &Bundle,
-        index_bytes: &[u8],
         paths: &BTreeMap<FileId, String>,
         touched: &mut Vec<FileId>,
     ) -> Result<(ImportReport, Batch), WorkspaceError> {
@@ -1078,13 +1084,6 @@ impl<S: Store> Workspace<S> {
             report.docs_changed += 1;
             let path = paths.get(id).cloned().unwrap_or_default();
             self.persist_file(*id, &mut batch, &path)?;
-        }
-        let before = self.index.heads();
-        self.index.apply(index_bytes)?;
-        if self.index.heads() == before {
-            report.docs_unchanged += 1;
-        } else {
-            report.docs_changed += 1;
         }
         self.persist_index(&mut batch)?;
         // Documents merged from the bundle were cached as they came.
