@@ -92,8 +92,9 @@ struct Remote {
     member: Option<String>,
     sessions: HashMap<DocKey, SyncState>,
     last_request_ms: i64,
-    /// Per document, the last sync message from this peer and our answer.
-    last_exchange: HashMap<DocKey, (Vec<u8>, Vec<u8>)>,
+    /// Per document, a hash of the last sync message from this peer and of
+    /// our answer (compared, never read back: a copy could be megabytes).
+    last_exchange: HashMap<DocKey, [u8; 32]>,
     warned_key: bool,
     /// Another workspace: everything it sends is ignored.
     foreign: bool,
@@ -397,12 +398,9 @@ impl SyncEngine {
                 let reply = ws.sync_message(doc, &mut state)?;
                 self.full_resync = false;
                 let remote = self.peers.entry(from).or_default();
-                let circling = reply.as_ref().is_some_and(|r| {
-                    remote
-                        .last_exchange
-                        .get(&doc)
-                        .is_some_and(|(got, sent)| *got == sync && sent == r)
-                });
+                let exchange = reply.as_ref().map(|r| exchange_hash(&sync, r));
+                let circling =
+                    exchange.is_some() && remote.last_exchange.get(&doc) == exchange.as_ref();
                 if circling {
                     // The same answer to the same message: the exchange goes
                     // round in circles, and would at network speed until a
@@ -414,15 +412,15 @@ impl SyncEngine {
                     self.request_sync(ws, from, now_ms);
                     return Ok(());
                 }
-                match reply {
-                    Some(reply) => {
-                        remote.last_exchange.insert(doc, (sync, reply.clone()));
+                match (reply, exchange) {
+                    (Some(reply), Some(exchange)) => {
+                        remote.last_exchange.insert(doc, exchange);
                         self.outbox.push((
                             Target::One(from),
                             Message::SyncResponse { doc, sync: reply },
                         ));
                     }
-                    None => {
+                    _ => {
                         remote.last_exchange.remove(&doc);
                     }
                 }
@@ -642,6 +640,16 @@ impl SyncEngine {
             }
         }
     }
+}
+
+/// One sync message received and the answer to it, as a hash: the same pair
+/// twice in a row means the exchange goes round in circles.
+fn exchange_hash(got: &[u8], sent: &[u8]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update((got.len() as u64).to_be_bytes());
+    h.update(got);
+    h.update(sent);
+    h.finalize().into()
 }
 
 /// A short, order-independent summary of a document's heads for SyncRequests.
