@@ -6,21 +6,24 @@
 //! Each scenario is driven by one u64 seed, printed on failure; rerun one with
 //! `CUE_SEED=<seed> cargo test -p cue-core --test convergence`.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use cue_core::frontmatter::{self, FmValue};
 use cue_core::store::MemStore;
-use cue_core::workspace::{DiskOp, Stat};
-use cue_core::{SyncPath, Workspace};
+use cue_core::Workspace;
 use proptest::prelude::*;
 use rand::rngs::StdRng;
 use rand::{Rng, RngExt, SeedableRng};
+
+mod common;
+
+use common::{p, stat, Disk};
 
 const PATHS: [&str; 4] = ["docs/a.md", "docs/b.md", "cards/c1.md", "docs/sub/d.md"];
 
 struct Replica {
     ws: Workspace<MemStore>,
-    disk: BTreeMap<String, String>,
+    disk: Disk,
 }
 
 struct World {
@@ -33,49 +36,15 @@ struct World {
     tags_removed: BTreeSet<String>,
 }
 
-fn stat(text: &str) -> Stat {
-    Stat {
-        size: text.len() as u64,
-        mtime_ns: 0,
-    }
-}
-
-fn p(s: &str) -> SyncPath {
-    SyncPath::parse(s).unwrap_or_else(|e| panic!("{e}"))
-}
-
 impl Replica {
-    /// The file-system layer, in memory: apply the plan with the same
-    /// never-clobber checks as the real one.
+    /// Writes the plan; nothing but these tests touches the disk, so every
+    /// operation must go through.
     fn checkout(&mut self) {
-        let plan = self.ws.plan().unwrap_or_else(|e| panic!("plan: {e}"));
-        assert!(plan.problems.is_empty(), "{:?}", plan.problems);
-        for op in &plan.ops {
-            match op {
-                DiskOp::Write {
-                    path,
-                    bytes,
-                    expect,
-                    ..
-                } => {
-                    let current = self
-                        .disk
-                        .get(path.as_str())
-                        .map(|t| cue_core::workspace::content_hash(t.as_bytes()));
-                    assert_eq!(current, *expect, "disk diverged from local state at {path}");
-                    self.disk.insert(path.to_string(), bytes.clone());
-                    self.ws
-                        .applied(op, stat(bytes))
-                        .unwrap_or_else(|e| panic!("{e}"));
-                }
-                DiskOp::Remove { path, .. } => {
-                    self.disk.remove(path.as_str());
-                    self.ws
-                        .applied(op, Stat::default())
-                        .unwrap_or_else(|e| panic!("{e}"));
-                }
-            }
-        }
+        let refused = common::checkout(&mut self.ws, &mut self.disk);
+        assert!(
+            refused.is_empty(),
+            "disk diverged from local state: {refused:?}"
+        );
     }
 }
 
@@ -86,7 +55,7 @@ impl World {
             .unwrap_or_else(|e| panic!("{e}"));
         let mut replicas = vec![Replica {
             ws: first,
-            disk: BTreeMap::new(),
+            disk: Disk::new(),
         }];
         let bundle = replicas[0]
             .ws
@@ -102,7 +71,7 @@ impl World {
             .unwrap_or_else(|e| panic!("{e}"));
             replicas.push(Replica {
                 ws,
-                disk: BTreeMap::new(),
+                disk: Disk::new(),
             });
         }
         World {

@@ -1,73 +1,22 @@
 //! Regressions found by the seeded simulator (`cue-sim`), each reduced to the
 //! few steps that show it.
 
-use std::collections::BTreeMap;
-
 use cue_core::doc::SyncState;
 use cue_core::store::{DocKey, MemStore};
-use cue_core::workspace::{content_hash, DiskOp, Stat};
-use cue_core::{SyncPath, Workspace};
+use cue_core::workspace::content_hash;
+use cue_core::Workspace;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
-type Disk = BTreeMap<String, String>;
+mod common;
 
-fn stat(text: &str) -> Stat {
-    Stat {
-        size: text.len() as u64,
-        mtime_ns: 0,
-    }
-}
-
-fn p(s: &str) -> SyncPath {
-    SyncPath::parse(s).unwrap_or_else(|e| panic!("{e}"))
-}
-
-/// The file-system layer in memory, with the real one's never-clobber checks:
-/// returns the operations it refused.
-fn checkout(ws: &mut Workspace<MemStore>, disk: &mut Disk) -> Vec<String> {
-    let plan = ws.plan().unwrap_or_else(|e| panic!("plan: {e}"));
-    let mut refused = Vec::new();
-    for op in &plan.ops {
-        match op {
-            DiskOp::Write {
-                path,
-                bytes,
-                expect,
-                ..
-            } => {
-                let current = disk.get(path.as_str()).map(|t| content_hash(t.as_bytes()));
-                if current != *expect {
-                    refused.push(format!("write {path}"));
-                    continue;
-                }
-                disk.insert(path.to_string(), bytes.clone());
-                ws.applied(op, stat(bytes))
-                    .unwrap_or_else(|e| panic!("{e}"));
-            }
-            DiskOp::Remove { path, expect, .. } => {
-                let current = disk.get(path.as_str()).map(|t| content_hash(t.as_bytes()));
-                if current != Some(*expect) {
-                    refused.push(format!("remove {path}"));
-                    continue;
-                }
-                disk.remove(path.as_str());
-                ws.applied(op, Stat::default())
-                    .unwrap_or_else(|e| panic!("{e}"));
-            }
-        }
-    }
-    refused
-}
+use common::{checkout, p, stat, Disk};
 
 fn write(ws: &mut Workspace<MemStore>, disk: &mut Disk, path: &str, text: &str, now: i64) {
     // Seeded by the save itself: two saves must never draw the same actor
     // for a fork (a real peer draws from the OS), yet runs must repeat.
-    let peer = format!("{}{path}{text}", ws.actor_hex());
-    let h = content_hash(peer.as_bytes());
-    let mut rng = StdRng::seed_from_u64(
-        now as u64 ^ u64::from_le_bytes([h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7]]),
-    );
+    let save = format!("{}/{now}/{path}/{text}", ws.actor_hex());
+    let mut rng = StdRng::from_seed(content_hash(save.as_bytes()));
     disk.insert(path.to_string(), text.to_string());
     ws.record_write(&p(path), text, stat(text), now, &mut rng)
         .unwrap_or_else(|e| panic!("record: {e}"));

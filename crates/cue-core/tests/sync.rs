@@ -3,15 +3,18 @@
 //! protocol is checked without sockets: joining from nothing, live edits,
 //! concurrent edits, a lost message (gap), a large file, and a wrong key.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 
 use cue_core::store::MemStore;
 use cue_core::sync::{SyncEngine, SyncProblem, WorkspaceKey};
-use cue_core::workspace::{DiskOp, Stat};
 use cue_core::{SyncPath, Workspace};
 use cue_wire::{Frame, FrameKind, PeerId};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
+
+mod common;
+
+use common::{stat, Disk};
 
 const DAY_MS: i64 = 86_400_000;
 
@@ -19,7 +22,7 @@ struct Peer {
     id: PeerId,
     ws: Workspace<MemStore>,
     engine: SyncEngine,
-    disk: BTreeMap<String, String>,
+    disk: Disk,
     online: bool,
     problems: Vec<SyncProblem>,
 }
@@ -33,33 +36,12 @@ struct Net {
     drop_next_from: Option<usize>,
 }
 
-fn stat(text: &str) -> Stat {
-    Stat {
-        size: text.len() as u64,
-        mtime_ns: 0,
-    }
-}
-
 impl Peer {
+    /// Writes the plan; the users of these peers only save through
+    /// [`Net::write`], so every operation must go through.
     fn checkout(&mut self) {
-        let plan = self.ws.plan().unwrap_or_else(|e| panic!("plan: {e}"));
-        assert!(plan.problems.is_empty(), "{:?}", plan.problems);
-        for op in &plan.ops {
-            match op {
-                DiskOp::Write { path, bytes, .. } => {
-                    self.disk.insert(path.to_string(), bytes.clone());
-                    self.ws
-                        .applied(op, stat(bytes))
-                        .unwrap_or_else(|e| panic!("{e}"));
-                }
-                DiskOp::Remove { path, .. } => {
-                    self.disk.remove(path.as_str());
-                    self.ws
-                        .applied(op, Stat::default())
-                        .unwrap_or_else(|e| panic!("{e}"));
-                }
-            }
-        }
+        let refused = common::checkout(&mut self.ws, &mut self.disk);
+        assert!(refused.is_empty(), "{refused:?}");
     }
 }
 
@@ -83,7 +65,7 @@ impl Net {
                 id,
                 ws,
                 engine,
-                disk: BTreeMap::new(),
+                disk: Disk::new(),
                 online: false,
                 problems: Vec::new(),
             });

@@ -110,9 +110,7 @@ impl Session {
         }
         Ok(applied)
     }
-}
 
-impl Session {
     /// Once per opened state, before the disk is scanned or written: records
     /// what a checkout cut short by a crash had already done.
     fn settle(&mut self) -> Result<()> {
@@ -724,7 +722,7 @@ mod tests {
         export(&ana, &bundle).unwrap_or_else(|e| panic!("{e:#}"));
         clone(tmp.path(), &bundle, &bo, Some("bo".into())).unwrap_or_else(|e| panic!("{e:#}"));
 
-        // bo renames the file and edits it.
+        // bo renames the file.
         let bo_docs = bo.join(".cuedeck/docs");
         std::fs::rename(bo_docs.join("a.md"), bo_docs.join("b.md"))
             .unwrap_or_else(|e| panic!("{e}"));

@@ -279,8 +279,8 @@ fn peers_converge_and_lose_nothing_through_kills_restarts_cuts_and_a_full_disk()
                 proxy.heal();
                 faults[2] += 1;
             }
-            3 if disk.is_some() => {
-                let d = disk.as_ref().unwrap_or_else(|| unreachable!());
+            3 => {
+                let Some(d) = &disk else { continue };
                 d.fill();
                 // Others keep editing; p2 cannot write their changes for now.
                 let line = format!("r{round}-while-full-p0");
