@@ -20,8 +20,9 @@ pub struct SqliteStore {
     conn: Connection,
     /// Inside [`SqliteStore::begin_bulk`]: batches join one outer transaction.
     bulk: bool,
-    /// Last `PRAGMA data_version` seen by [`SqliteStore::changed_by_others`].
-    data_version: Option<i64>,
+    /// `PRAGMA data_version` at open, then at the last
+    /// [`SqliteStore::changed_by_others`].
+    data_version: i64,
 }
 
 fn err(e: impl std::fmt::Display) -> StoreError {
@@ -67,7 +68,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             conn,
             bulk: false,
-            data_version: Some(data_version),
+            data_version,
         })
     }
 
@@ -79,8 +80,8 @@ impl SqliteStore {
             .conn
             .query_row("PRAGMA data_version", [], |r| r.get(0))
             .map_err(err)?;
-        let changed = self.data_version.is_some_and(|old| old != v);
-        self.data_version = Some(v);
+        let changed = self.data_version != v;
+        self.data_version = v;
         Ok(changed)
     }
 

@@ -282,7 +282,6 @@ impl Daemon {
                     let layout = self.session.layout.clone();
                     self.session =
                         open_session(layout).context("reloading the sync state after an error")?;
-                    self.session.ws.store_mut().changed_by_others()?;
                     self.engine.reset(&self.session.ws);
                 }
             }
@@ -361,7 +360,6 @@ impl Daemon {
         }
         let layout = self.session.layout.clone();
         self.session = open_session(layout)?;
-        self.session.ws.store_mut().changed_by_others()?;
         let out = self.engine.local_changes(&mut self.session.ws)?;
         self.send(out.frames);
         Ok(())
