@@ -399,8 +399,12 @@ pub fn settle_checkout<S: Store>(ws: &mut Workspace<S>, layout: &Layout) -> Resu
 pub struct Applied {
     pub written: Vec<String>,
     pub removed: Vec<String>,
-    /// Ops not carried out, with why (the user changed the file meanwhile...).
+    /// Ops not carried out, with why (the user changed the file meanwhile...),
+    /// after the files the plan could not place at all.
     pub skipped: Vec<String>,
+    /// How many of `skipped` are operations not carried out: a retry may
+    /// succeed, unlike for a file that cannot be placed.
+    pub unwritten: usize,
 }
 
 /// Carries out a plan: atomic writes (temp file, fsync, rename) that never
@@ -416,6 +420,7 @@ pub fn apply_plan<S: Store>(
     durable: bool,
     progress: &dyn Fn(u64, u64),
 ) -> Result<Applied> {
+    let unplaced = plan.problems.len();
     let mut done = Applied {
         skipped: plan.problems,
         ..Applied::default()
@@ -468,6 +473,7 @@ pub fn apply_plan<S: Store>(
         }
     }
     progress(total, total);
+    done.unwritten = done.skipped.len() - unplaced;
     Ok(done)
 }
 

@@ -423,7 +423,9 @@ impl Daemon {
         for s in &applied.skipped {
             self.report(s);
         }
-        self.retry_writes = (!applied.skipped.is_empty()).then(|| Instant::now() + RETRY_WRITES);
+        // Not for files that cannot be placed (an unsafe path from a peer):
+        // planning again every 2 s cannot change that, a new change can.
+        self.retry_writes = (applied.unwritten > 0).then(|| Instant::now() + RETRY_WRITES);
         if self.verbose && !(applied.written.is_empty() && applied.removed.is_empty()) {
             let names: Vec<&str> = applied
                 .written
