@@ -669,13 +669,22 @@ impl<S: Store> Workspace<S> {
                 let place = if i == 0 {
                     path.clone()
                 } else {
+                    // A name no file has as its own path and none was given
+                    // yet: a user can save a file under a conflict name (a
+                    // detached edit is recorded at the name it had), and the
+                    // map must never give two files one name (the one it
+                    // dropped would be removed from disk).
                     let hex = id.to_hex();
-                    let short = path.conflict_copy(&hex[..6]);
-                    if taken.contains(&short) {
-                        path.conflict_copy(&hex)
-                    } else {
-                        short
+                    let mut place = path.conflict_copy(&hex[..6]);
+                    let mut n = 0u64;
+                    while taken.contains(&place) || out.contains_key(&place) {
+                        n += 1;
+                        place = match n {
+                            1 => path.conflict_copy(&hex),
+                            n => path.conflict_copy(&format!("{hex}-{n}")),
+                        };
                     }
+                    place
                 };
                 out.insert(place, id);
             }

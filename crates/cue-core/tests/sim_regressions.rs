@@ -391,3 +391,54 @@ fn a_save_is_not_removed_by_a_tombstone_that_names_changes_still_on_their_way() 
     let merged = &disk_a["docs/e.md"];
     assert!(merged.contains("ana") && merged.contains("bo"), "{merged}");
 }
+
+/// `cue-sim --seed 3058`: a file that lost a same-path race is placed at
+/// `a.conflict-<6 hex>.md`, or at `a.conflict-<32 hex>.md` when a file has
+/// the short name as its own path. A user then saved a file under that long
+/// name too (an edit detached from the conflict copy is recorded at the name
+/// it had), and the layout gave both files one name: the one it dropped was
+/// removed from disk, with a line saved in it. A generated name now never
+/// takes a name in use.
+#[test]
+fn a_conflict_copy_never_takes_the_name_of_a_file_saved_under_it() {
+    let (mut a, mut disk_a, mut b, mut disk_b) = ana_and_bo(6, "docs/x.md", "x\n");
+    let bundle = a.export_bundle().unwrap_or_else(|e| panic!("{e}"));
+    let mut rng = StdRng::seed_from_u64(7);
+    let mut c = Workspace::clone_from_bundle(MemStore::default(), &bundle, "cy", &mut rng)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut disk_c = Disk::new();
+    assert!(checkout(&mut c, &mut disk_c).is_empty());
+
+    write(&mut a, &mut disk_a, "docs/a.md", "ana's a\n", 3_000);
+    write(&mut b, &mut disk_b, "docs/a.md", "bo's a\n", 3_000);
+    exchange(&mut a, &mut b);
+    assert!(checkout(&mut a, &mut disk_a).is_empty());
+    let copy = disk_a
+        .keys()
+        .find(|k| k.starts_with("docs/a.conflict-"))
+        .cloned()
+        .unwrap_or_else(|| panic!("no conflict copy: {disk_a:?}"));
+    let (loser, _) = a
+        .local_by_path(&copy)
+        .unwrap_or_else(|| panic!("{copy} is not recorded"));
+    let long = format!("docs/a.conflict-{}.md", loser.to_hex());
+
+    // cy, who has not seen the race, saves files under both names.
+    write(&mut c, &mut disk_c, &copy, "cy's short one\n", 4_000);
+    write(&mut c, &mut disk_c, &long, "cy's long one\n", 4_000);
+    exchange(&mut a, &mut c);
+    exchange(&mut a, &mut b);
+    for (ws, disk) in [
+        (&mut a, &mut disk_a),
+        (&mut b, &mut disk_b),
+        (&mut c, &mut disk_c),
+    ] {
+        assert!(checkout(ws, disk).is_empty());
+    }
+    assert_eq!(disk_a, disk_b);
+    assert_eq!(disk_a, disk_c);
+    let all: String = disk_a.values().map(String::as_str).collect();
+    for text in ["ana's a", "bo's a", "cy's short one", "cy's long one"] {
+        assert!(all.contains(text), "{text:?} was lost: {disk_a:?}");
+    }
+}
