@@ -12,6 +12,7 @@
 
 pub mod bundle;
 pub mod diff;
+pub mod disk;
 pub mod doc;
 pub mod frontmatter;
 pub mod ids;

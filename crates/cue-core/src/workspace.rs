@@ -68,12 +68,7 @@ pub enum WorkspaceError {
     NotTracked(String),
 }
 
-/// A file's size and modification time, to skip re-reading unchanged files.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Stat {
-    pub size: u64,
-    pub mtime_ns: i64,
-}
+pub use crate::disk::Stat;
 
 /// What recording a file did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,8 +102,23 @@ pub enum DiskOp {
 #[derive(Debug, Default)]
 pub struct Plan {
     pub ops: Vec<DiskOp>,
-    /// Files that will not be written, with the reason (an unsafe path from a peer...).
-    pub problems: Vec<String>,
+    /// Files that cannot be written anywhere (an unsafe path from a peer...).
+    pub unplaced: Vec<Unplaced>,
+}
+
+/// A live file the layout cannot place on any disk: its path, from a peer,
+/// is unsafe. It stays in the documents and is never written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unplaced {
+    pub file: FileId,
+    pub path: String,
+    pub reason: PathError,
+}
+
+impl std::fmt::Display for Unplaced {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "not writing file {}: {}", self.file, self.reason)
+    }
 }
 
 /// A deleted file that can still be restored.
@@ -160,7 +170,7 @@ pub struct Workspace<S: Store> {
     cache: HashMap<FileId, FileDoc>,
     local: DiskState,
     tombstone_ms: i64,
-    /// What merges from peers have staged; committed by [`Workspace::commit_remote`].
+    /// What merges from peers have staged; committed by [`Workspace::commit`].
     remote: Batch,
 }
 
@@ -175,7 +185,7 @@ enum DocMut<'a> {
 #[derive(Default)]
 struct DiskState {
     files: BTreeMap<FileId, LocalFile>,
-    by_path: HashMap<String, FileId>,
+    by_path: BTreeMap<String, FileId>,
 }
 
 impl DiskState {
@@ -191,6 +201,19 @@ impl DiskState {
     fn at_path(&self, path: &str) -> Option<(FileId, &LocalFile)> {
         let id = self.by_path.get(path)?;
         self.files.get(id).map(|f| (*id, f))
+    }
+
+    /// The records at `under` or inside the folder `under` (`""`: all).
+    fn under<'a>(&'a self, under: &'a str) -> impl Iterator<Item = (&'a str, &'a LocalFile)> {
+        self.by_path
+            .range::<str, _>((std::ops::Bound::Included(under), std::ops::Bound::Unbounded))
+            .take_while(move |(p, _)| p.starts_with(under))
+            .filter(move |(p, _)| {
+                under.is_empty()
+                    || p.len() == under.len()
+                    || p.as_bytes().get(under.len()) == Some(&b'/')
+            })
+            .filter_map(|(p, id)| self.files.get(id).map(|f| (p.as_str(), f)))
     }
 
     fn insert(&mut self, id: FileId, file: LocalFile) {
@@ -337,6 +360,15 @@ impl<S: Store> Workspace<S> {
         self.local.at_path(path)
     }
 
+    /// The tracked files at `under` or inside the folder `under` (`""`: all),
+    /// by path: what a scan of that part of the disk compares against.
+    pub fn local_under<'a>(
+        &'a self,
+        under: &'a str,
+    ) -> impl Iterator<Item = (&'a str, &'a LocalFile)> {
+        self.local.under(under)
+    }
+
     /// Every file in the index, live or deleted.
     pub fn entries(&self) -> Result<Vec<FileEntry>, WorkspaceError> {
         Ok(self.index.files()?)
@@ -360,7 +392,7 @@ impl<S: Store> Workspace<S> {
             if self.cache.len() >= CACHE_DOCS {
                 // An evicted document reloads from the store, so what remote
                 // merges staged must be there first.
-                self.commit_remote()?;
+                self.commit()?;
                 if let Some(victim) = self.cache.keys().next().copied() {
                     self.cache.remove(&victim);
                 }
@@ -646,7 +678,7 @@ impl<S: Store> Workspace<S> {
     /// Where every live file belongs. Files created at the same path on two
     /// peers are both kept: the older (then lower id) keeps the name, the other
     /// gets `name.conflict-<id>.md`. Unsafe paths are reported, never placed.
-    fn layout(&mut self) -> Result<(BTreeMap<SyncPath, FileId>, Vec<String>), WorkspaceError> {
+    fn layout(&mut self) -> Result<(BTreeMap<SyncPath, FileId>, Vec<Unplaced>), WorkspaceError> {
         let mut problems = Vec::new();
         let mut by_path: BTreeMap<SyncPath, Vec<(i64, FileId)>> = BTreeMap::new();
         for entry in self.index.files()? {
@@ -658,7 +690,11 @@ impl<S: Store> Workspace<S> {
                     .entry(p)
                     .or_default()
                     .push((entry.created_at_ms, entry.id)),
-                Err(e) => problems.push(format!("not writing file {}: {e}", entry.id)),
+                Err(reason) => problems.push(Unplaced {
+                    file: entry.id,
+                    path: entry.path.clone(),
+                    reason,
+                }),
             }
         }
         let mut out = BTreeMap::new();
@@ -710,11 +746,15 @@ impl<S: Store> Workspace<S> {
     }
 
     /// What must be written or removed so the disk shows the documents.
-    pub fn plan(&mut self) -> Result<Plan, WorkspaceError> {
-        let (layout, problems) = self.layout()?;
+    /// `keeps` says which paths this peer keeps on its disk (see
+    /// [`FileSystem::keeps`](crate::disk::FileSystem::keeps)): a file placed
+    /// elsewhere is not written here, and leaves this disk if it was.
+    pub fn plan(&mut self, keeps: &dyn Fn(&SyncPath) -> bool) -> Result<Plan, WorkspaceError> {
+        let (mut layout, unplaced) = self.layout()?;
+        layout.retain(|path, _| keeps(path));
         let mut plan = Plan {
             ops: Vec::new(),
-            problems,
+            unplaced,
         };
         let placed: HashMap<FileId, &SyncPath> = layout.iter().map(|(p, id)| (*id, p)).collect();
         for (id, lf) in &self.local.files {
@@ -788,41 +828,6 @@ impl<S: Store> Workspace<S> {
             self.store.commit(batch)?;
         }
         Ok(plan)
-    }
-
-    /// Records what an interrupted checkout had already done to the disk.
-    ///
-    /// A crash between a disk write and its record would make the next scan
-    /// take our own write for a user's edit (a duplicate file) and our own
-    /// removal for a user's deletion (a deletion nobody made, carried out on
-    /// every peer). Call it when a process opens the state, before any scan.
-    /// `disk` gives the hash and stat of the file at a path, `None` if there
-    /// is none. Returns how many operations were found done.
-    pub fn settle_checkout(
-        &mut self,
-        mut disk: impl FnMut(&SyncPath) -> Option<([u8; 32], Stat)>,
-    ) -> Result<usize, WorkspaceError> {
-        let plan = self.plan()?;
-        let mut settled = 0;
-        for op in &plan.ops {
-            let done = match op {
-                DiskOp::Write { path, bytes, .. } => disk(path)
-                    .filter(|(hash, _)| *hash == content_hash(bytes.as_bytes()))
-                    .map(|(_, stat)| stat),
-                // A tracked file gone from a path where the documents no longer
-                // place it: removed by us, or by a user whose deletion would
-                // only repeat what the documents say (or lose to a rename).
-                DiskOp::Remove { path, .. } => match disk(path) {
-                    None => Some(Stat::default()),
-                    Some(_) => None,
-                },
-            };
-            if let Some(stat) = done {
-                self.applied(op, stat)?;
-                settled += 1;
-            }
-        }
-        Ok(settled)
     }
 
     /// Records that a [`DiskOp`] was carried out, with the written file's stat.
@@ -1149,7 +1154,7 @@ impl<S: Store> Workspace<S> {
     }
 
     /// Merges changes a peer broadcast. Staged: nothing is durable (and
-    /// nothing may be acknowledged) before [`Self::commit_remote`].
+    /// nothing may be acknowledged) before [`Self::commit`].
     pub fn merge_changes(&mut self, key: DocKey, bytes: &[u8]) -> Result<bool, WorkspaceError> {
         self.with_remote_doc(key, |doc| match doc {
             DocMut::Index(d) => d.apply(bytes),
@@ -1229,7 +1234,7 @@ impl<S: Store> Workspace<S> {
     }
 
     /// Makes every staged remote merge durable in one transaction.
-    pub fn commit_remote(&mut self) -> Result<(), WorkspaceError> {
+    pub fn commit(&mut self) -> Result<(), WorkspaceError> {
         let batch = std::mem::take(&mut self.remote);
         if !batch.is_empty() {
             self.store.commit(batch)?;

@@ -136,7 +136,7 @@ fn bundle_with_it_is_refused_and_the_workspace_keeps_working() {
         .docs
         .push((DocKey::File(id), dated(i64::MIN + 5).save()));
     assert!(ws.import_bundle(&bundle.encode(), "hostile.cue").is_err());
-    assert!(ws.plan().unwrap().ops.len() <= 1);
+    assert!(ws.plan(&|_| true).unwrap().ops.len() <= 1);
     assert!(ws
         .record_write(&path, "a\nb\n", stat, 3_000, &mut rng)
         .is_ok());
@@ -164,7 +164,7 @@ fn refused_bundle_changes_nothing() {
     let first = alice.export_bundle().unwrap();
     let mut bob =
         Workspace::clone_from_bundle(MemStore::default(), &first, "bob", &mut rng).unwrap();
-    let plan = bob.plan().unwrap();
+    let plan = bob.plan(&|_| true).unwrap();
     for op in &plan.ops {
         bob.applied(op, stat).unwrap();
     }

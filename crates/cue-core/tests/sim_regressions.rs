@@ -125,7 +125,7 @@ fn a_file_moved_off_a_name_leaves_nothing_there_before_the_new_owner_arrives() {
 
     // Only the index travels (live sync sends documents independently).
     sync_index(&mut a, &mut b);
-    b.commit_remote().unwrap_or_else(|e| panic!("{e}"));
+    b.commit().unwrap_or_else(|e| panic!("{e}"));
     assert!(checkout(&mut b, &mut disk_b).is_empty());
     for path in disk_b.keys() {
         assert!(
@@ -375,7 +375,7 @@ fn a_save_is_not_removed_by_a_tombstone_that_names_changes_still_on_their_way() 
         .unwrap_or_else(|e| panic!("{e}"));
 
     sync_index(&mut b, &mut a);
-    a.commit_remote().unwrap_or_else(|e| panic!("{e}"));
+    a.commit().unwrap_or_else(|e| panic!("{e}"));
     write(&mut a, &mut disk_a, "docs/e.md", "one\nana\n", 4_000);
     assert!(checkout(&mut a, &mut disk_a).is_empty());
     assert_eq!(

@@ -37,7 +37,8 @@ pub(crate) fn check(sim: &mut Sim) -> Result<(), String> {
     sim.quiesce()?;
     same_disks(sim, "after restoring the trash")?;
 
-    let all: String = sim.peers[0].disk.values().map(String::as_str).collect();
+    let texts = sim.peers[0].disk.texts();
+    let all: String = texts.values().map(String::as_str).collect();
     let lost: Vec<&String> = sim
         .oracle
         .markers
@@ -52,11 +53,7 @@ pub(crate) fn check(sim: &mut Sim) -> Result<(), String> {
             lost.iter().take(8).collect::<Vec<_>>()
         ));
     }
-    let tags: BTreeSet<String> = sim.peers[0]
-        .disk
-        .values()
-        .flat_map(|t| tags_of(t))
-        .collect();
+    let tags: BTreeSet<String> = texts.values().flat_map(|t| tags_of(t)).collect();
     let want = sim.oracle.expected_tags();
     let missing: Vec<&String> = want.difference(&tags).take(8).collect();
     let extra: Vec<&String> = tags
@@ -93,8 +90,8 @@ fn same_disks(sim: &mut Sim, when: &str) -> Result<(), String> {
     };
     let mut msg = format!(
         "p{i} differs from p0 {when} at {path}: p0 {}, p{i} {}",
-        describe(sim.peers[0].disk.get(&path)),
-        describe(sim.peers[i].disk.get(&path))
+        describe(sim.peers[0].disk.text(&path).as_ref()),
+        describe(sim.peers[i].disk.text(&path).as_ref())
     );
     for k in [0, i] {
         msg.push_str(&format!("; p{k}: {}", explain(sim, k, &path)));
@@ -104,14 +101,15 @@ fn same_disks(sim: &mut Sim, when: &str) -> Result<(), String> {
 
 /// The first peer whose disk differs from peer 0's, and the first path where.
 fn first_difference(sim: &Sim) -> Option<(usize, String)> {
-    let first = &sim.peers[0].disk;
+    let first = sim.peers[0].disk.texts();
     for p in &sim.peers {
-        if &p.disk == first {
+        let disk = p.disk.texts();
+        if disk == first {
             continue;
         }
-        let paths: BTreeSet<&String> = p.disk.keys().chain(first.keys()).collect();
+        let paths: BTreeSet<&String> = disk.keys().chain(first.keys()).collect();
         for path in paths {
-            if first.get(path) != p.disk.get(path) {
+            if first.get(path) != disk.get(path) {
                 return Some((p.index, path.clone()));
             }
         }
@@ -124,7 +122,7 @@ fn first_difference(sim: &Sim) -> Option<(usize, String)> {
 fn explain(sim: &mut Sim, k: usize, path: &str) -> String {
     let disk = sim.peers[k]
         .disk
-        .get(path)
+        .text(path)
         .map(|t| content_hash(t.as_bytes()));
     let Some(node) = sim.peers[k].node.as_mut() else {
         return "down".into();
@@ -165,7 +163,7 @@ fn explain(sim: &mut Sim, k: usize, path: &str) -> String {
             )
         })
         .collect();
-    let plan: Vec<String> = match node.ws.plan() {
+    let plan: Vec<String> = match node.ws.plan(&|_| true) {
         Ok(plan) => plan
             .ops
             .iter()

@@ -1,19 +1,18 @@
 //! One simulated peer: its disk, its durable store, and (while it runs) its
-//! workspace and sync engine, plus a model of the daemon's file-system layer.
+//! workspace and sync engine.
 //!
-//! The file-system layer mirrors `crates/cue/src/disk.rs`, because that is
-//! where crashes meet the core: a scan (`record_changes`) records whatever
-//! differs between the disk and the last recorded state (a new path whose bytes
-//! equal a vanished file's is a rename), and a checkout (`apply_plan`) carries
-//! out a plan with the never-clobber checks, recording each operation after it
-//! reached the disk. A crash can fall between the two halves of one operation.
+//! The disk is a [`MemFs`], and scanning and checking out run the core's disk
+//! layer (`cue_core::disk`): the very code the daemon runs on the real disk.
+//! Crashes fall where they meet the core: the disk can tear a checkout after
+//! any operation (it reached the disk, its record did not), and the store
+//! keeps exactly its committed batches.
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use cue_core::disk::{self, MemFs, ScanOptions, Scope};
 use cue_core::store::MemStore;
 use cue_core::sync::{SyncEngine, WorkspaceKey};
-use cue_core::workspace::{content_hash, DiskOp, Stat};
-use cue_core::{SyncPath, Workspace, WorkspaceError};
+use cue_core::{Workspace, WorkspaceError};
 use cue_wire::PeerId;
 use rand::rngs::StdRng;
 
@@ -56,8 +55,8 @@ pub struct Peer {
     pub node: Option<Node>,
     /// The durable store while the peer is down (inside `node` while it runs).
     pub parked: Option<MemStore>,
-    /// The user's files, path to bytes: what survives every crash.
-    pub disk: BTreeMap<String, String>,
+    /// The user's files: what survives every crash.
+    pub disk: MemFs,
     /// The connection this peer believes it has to the relay.
     pub conn: Option<u64>,
     pub partitioned: bool,
@@ -73,15 +72,8 @@ pub struct Peer {
 }
 
 /// A core call failed: with an in-memory store, that is a bug.
-pub fn core_err(what: &str, e: WorkspaceError) -> String {
+pub fn core_err(what: &str, e: impl std::fmt::Display) -> String {
     format!("{what}: {e}")
-}
-
-fn stat_of(text: &str) -> Stat {
-    Stat {
-        size: text.len() as u64,
-        mtime_ns: 0,
-    }
 }
 
 /// Peer `index`'s id in the room (never the reserved all-zero id).
@@ -99,7 +91,7 @@ impl Peer {
             member: format!("member{index}"),
             node: Some(node),
             parked: None,
-            disk: BTreeMap::new(),
+            disk: MemFs::new(),
             conn: None,
             partitioned: false,
             initialised,
@@ -136,12 +128,11 @@ impl Peer {
             Err(e) => return Err(core_err("reopening the store", e)),
         };
         // As the daemon does on start: finish recording a checkout a crash cut short.
-        let disk = &self.disk;
-        ws.settle_checkout(|path| {
-            disk.get(path.as_str())
-                .map(|text| (content_hash(text.as_bytes()), stat_of(text)))
-        })
-        .map_err(|e| core_err("settling an interrupted checkout", e))?;
+        self.disk.set_now_ms(now_ms);
+        disk::settle(&mut ws, &mut self.disk)
+            .map_err(|e| core_err("settling an interrupted checkout", e))?;
+        ws.commit()
+            .map_err(|e| core_err("committing the settled checkout", e))?;
         let mut engine = SyncEngine::new(&mut ws, key, self.id, seed, now_ms, MAX_OFFLINE_MS)
             .map_err(|e| core_err("starting the engine", e))?;
         engine.set_member(&self.member);
@@ -150,9 +141,9 @@ impl Peer {
         Ok(full)
     }
 
-    /// The daemon's scan (`record_changes`): records every difference between
-    /// the disk and the last recorded state. A tracked path missing from disk
-    /// that the user did not remove is a deletion nobody made: an error.
+    /// The daemon's scan: records every difference between the disk and the
+    /// last recorded state. A tracked path missing from disk that the user
+    /// did not remove is a deletion nobody made: an error.
     ///
     /// Returns the *detached* edits (their text and the tags they removed): a
     /// user changed or moved a file, and before the daemon recorded it, a
@@ -171,67 +162,55 @@ impl Peer {
             return Ok(detached);
         };
         let ws = &mut node.ws;
-        let tracked: BTreeMap<String, [u8; 32]> = ws
-            .local_files()
-            .values()
-            .map(|f| (f.path.clone(), f.hash))
+        let tracked: BTreeSet<String> = ws.local_under("").map(|(p, _)| p.to_string()).collect();
+        // Tombstones that exist before the scan: deleting such a file again changes nothing.
+        let deleted_before: BTreeSet<String> = ws
+            .entries()
+            .map_err(|e| core_err("entries", e))?
+            .into_iter()
+            .filter(|e| e.deleted.is_some())
+            .map(|e| e.id.to_hex())
             .collect();
-        let mut missing: Vec<(String, [u8; 32])> = tracked
-            .iter()
-            .filter(|(path, _)| !self.disk.contains_key(*path))
-            .map(|(p, h)| (p.clone(), *h))
+        let ids: BTreeMap<String, String> = ws
+            .local_under("")
+            .filter_map(|(p, _)| {
+                ws.local_by_path(p)
+                    .map(|(id, _)| (p.to_string(), id.to_hex()))
+            })
             .collect();
-        for (path, text) in &self.disk {
-            let hash = content_hash(text.as_bytes());
-            if tracked.get(path) == Some(&hash) {
-                continue;
-            }
-            let sp = SyncPath::parse(path).map_err(|e| format!("disk path {path}: {e}"))?;
-            if !tracked.contains_key(path) {
-                // A new path whose bytes equal a vanished file's: a rename.
-                if let Some(pos) = missing.iter().position(|(_, h)| *h == hash) {
-                    let (from, _) = missing.remove(pos);
-                    ws.record_rename(&from, &sp, now_ms)
-                        .map_err(|e| core_err("record_rename", e))?;
-                    ws.record_write(&sp, text, stat_of(text), now_ms, rng)
-                        .map_err(|e| core_err("record_write after a rename", e))?;
-                    continue;
-                }
-            }
-            if !tracked.contains_key(path)
+        self.disk.set_now_ms(now_ms);
+        let opts = ScanOptions {
+            dry_run: false,
+            now_ms,
+        };
+        let changes = disk::scan(ws, &mut self.disk, Scope::All, opts, rng, &mut |_, _| {})
+            .map_err(|e| core_err("scan", e))?;
+        ws.commit()
+            .map_err(|e| core_err("commit after a scan", e))?;
+        if let Some(bad) = changes.skipped.first() {
+            return Err(format!("peer {}: the scan skipped {bad}", self.index));
+        }
+        for path in changes.created.iter().chain(&changes.edited) {
+            if !tracked.contains(path)
                 && matches!(
                     self.pending.get(path),
                     Some(Pending::Edited | Pending::Moved)
                 )
             {
+                let text = self.disk.text(path).unwrap_or_default();
                 let untagged = self.pending_untagged.get(path).cloned().unwrap_or_default();
-                detached.push((text.clone(), untagged));
+                detached.push((text, untagged));
             }
-            ws.record_write(&sp, text, stat_of(text), now_ms, rng)
-                .map_err(|e| core_err("record_write", e))?;
         }
-        for (path, _) in missing {
-            if !self.user_gone.contains(&path) {
-                let id = ws.local_by_path(&path).map(|(id, _)| id);
-                let entry = match id {
-                    Some(id) => ws
-                        .entries()
-                        .map_err(|e| core_err("entries", e))?
-                        .into_iter()
-                        .find(|e| e.id == id),
-                    None => None,
-                };
-                // Already deleted by some user elsewhere: recording it again changes nothing.
-                if entry.as_ref().is_none_or(|e| e.deleted.is_none()) {
-                    return Err(format!(
-                        "peer {} found {path} missing from its disk without any user removing it; \
-                         the scan records a deletion nobody made (index entry: {entry:?})",
-                        self.index
-                    ));
-                }
+        for path in &changes.removed {
+            let already_deleted = ids.get(path).is_some_and(|id| deleted_before.contains(id));
+            if !self.user_gone.contains(path) && !already_deleted {
+                return Err(format!(
+                    "peer {} found {path} missing from its disk without any user removing it; \
+                     the scan records a deletion nobody made",
+                    self.index
+                ));
             }
-            ws.record_removal(&path, now_ms)
-                .map_err(|e| core_err("record_removal", e))?;
         }
         self.pending.clear();
         self.pending_untagged.clear();
@@ -239,78 +218,62 @@ impl Peer {
         Ok(detached)
     }
 
-    /// The daemon's checkout (`apply_plan`): writes what the documents say,
-    /// never over a change the user made since it was recorded. With
-    /// `tear_at = Some(k)`, operation `k` reaches the disk but is not recorded,
-    /// and the checkout stops there (the caller crashes the peer).
-    pub fn checkout(&mut self, tear_at: Option<usize>) -> Result<CheckoutEnd, String> {
+    /// The daemon's checkout: writes what the documents say, never over a
+    /// change the user made since it was recorded. With `tear_at = Some(k)`,
+    /// operation `k` reaches the disk but neither it nor the ones before are
+    /// recorded, and the checkout stops there (the caller crashes the peer).
+    pub fn checkout(&mut self, now_ms: i64, tear_at: Option<usize>) -> Result<CheckoutEnd, String> {
         let mut end = CheckoutEnd::default();
         let Some(node) = self.node.as_mut() else {
             return Ok(end);
         };
-        let ws = &mut node.ws;
-        let plan = ws.plan().map_err(|e| core_err("plan", e))?;
-        if !plan.problems.is_empty() {
+        self.disk.set_now_ms(now_ms);
+        self.disk.tear_after(tear_at);
+        let result = disk::checkout(&mut node.ws, &mut self.disk, &mut |_, _| {});
+        self.disk.tear_after(None);
+        let applied = match result {
+            Ok(applied) => applied,
+            Err(e) if e.is_crash() => {
+                end.torn = true;
+                return Ok(end);
+            }
+            Err(e) => return Err(core_err("checkout", e)),
+        };
+        node.ws
+            .commit()
+            .map_err(|e| core_err("commit after a checkout", e))?;
+        if !applied.unplaced.is_empty() {
             return Err(format!(
                 "peer {}: plan problems (no peer here is hostile): {:?}",
-                self.index, plan.problems
+                self.index, applied.unplaced
             ));
         }
-        for (k, op) in plan.ops.iter().enumerate() {
-            let path = match op {
-                DiskOp::Write { path, .. } | DiskOp::Remove { path, .. } => path,
-            };
-            // A SyncPath is checked on construction; parse it again so a bug in
-            // that check, or a path built around it, cannot go unnoticed.
-            match SyncPath::parse(path.as_str()) {
+        // A SyncPath is checked on construction; parse it again so a bug in
+        // that check, or a path built around it, cannot go unnoticed.
+        for path in applied.written.iter().chain(&applied.removed) {
+            match cue_core::SyncPath::parse(path.as_str()) {
                 Ok(p) if p == *path => {}
                 other => {
                     return Err(format!(
-                        "peer {}: plan writes outside the workspace: {path:?} ({other:?})",
+                        "peer {}: checkout wrote outside the workspace: {path:?} ({other:?})",
                         self.index
                     ))
                 }
             }
-            let current = self
-                .disk
-                .get(path.as_str())
-                .map(|t| content_hash(t.as_bytes()));
-            match op {
-                DiskOp::Write { bytes, expect, .. } => {
-                    if current != *expect {
-                        end.refused += 1;
-                        continue;
-                    }
-                    self.disk.insert(path.to_string(), bytes.clone());
-                    if tear_at == Some(k) {
-                        end.torn = true;
-                        return Ok(end);
-                    }
-                    ws.applied(op, stat_of(bytes))
-                        .map_err(|e| core_err("applied", e))?;
-                }
-                DiskOp::Remove { expect, .. } => {
-                    if current != Some(*expect) {
-                        end.refused += 1;
-                        continue;
-                    }
-                    self.disk.remove(path.as_str());
-                    if tear_at == Some(k) {
-                        end.torn = true;
-                        return Ok(end);
-                    }
-                    ws.applied(op, Stat::default())
-                        .map_err(|e| core_err("applied", e))?;
-                }
-            }
         }
+        end.refused = applied.refused.len() as u64;
         Ok(end)
     }
 
     /// How many operations the next checkout has (to pick where to tear it).
     pub fn plan_len(&mut self) -> Result<usize, String> {
         match self.node.as_mut() {
-            Some(node) => Ok(node.ws.plan().map_err(|e| core_err("plan", e))?.ops.len()),
+            Some(node) => Ok(node
+                .ws
+                .plan(&|_| true)
+                .map_err(|e| core_err("plan", e))?
+                .ops
+                .len()),
             None => Ok(0),
         }
     }

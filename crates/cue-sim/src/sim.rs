@@ -604,7 +604,7 @@ impl Sim {
                 tear = Some(self.rng.random_range(0..n));
             }
         }
-        let end = self.peers[j].checkout(tear)?;
+        let end = self.peers[j].checkout(self.now, tear)?;
         self.stats.refused_writes += end.refused;
         if end.torn {
             self.stats.crashes_mid_checkout += 1;
@@ -749,7 +749,7 @@ impl Sim {
         if !self.peers[j].initialised {
             return Ok(());
         }
-        let mut trial = self.peers[j].disk.clone();
+        let mut trial = self.peers[j].disk.texts();
         let Some(made) = user_edit(&mut self.rng, &mut trial, j, &mut self.oracle) else {
             return Ok(());
         };
@@ -776,7 +776,8 @@ impl Sim {
         self.oracle.commit(&made);
         self.stats.edits += 1;
         let p = &mut self.peers[j];
-        p.disk = trial;
+        p.disk.set_now_ms(self.now);
+        p.disk.set_texts(&trial);
         let desc = match &made.edit {
             UserEdit::Write { path, what } => {
                 if *what == "create" {
@@ -825,7 +826,12 @@ impl Sim {
             self.record_and_publish(j)?;
             // What was just recorded and written back must still be on this disk.
             if self.peers[j].node.is_some() {
-                let all: String = self.peers[j].disk.values().map(String::as_str).collect();
+                let all: String = self.peers[j]
+                    .disk
+                    .texts()
+                    .values()
+                    .map(String::as_str)
+                    .collect();
                 if let Some(m) = made.markers.iter().find(|m| !all.contains(m.as_str())) {
                     return Err(format!(
                         "p{j}: edit {m} vanished from its own disk as it was recorded ({desc})"

@@ -8,8 +8,11 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use cue::config::Config;
 use cue::disk::{self, Filters, Layout};
+use cue::session::Session;
 use cue::store::SqliteStore;
+use cue_core::disk::Scope;
 use cue_core::Workspace;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
@@ -108,9 +111,11 @@ fn phase_import(base: &Path, n: usize) {
     let filters = Filters::new(&layout, &[]).unwrap_or_else(|e| panic!("{e}"));
     let t = Instant::now();
     let store = SqliteStore::open(&layout.state_db()).unwrap_or_else(|e| panic!("{e}"));
-    let mut ws = Workspace::create(store, "bench", "bench", disk::now_ms(), &mut rng)
+    let ws = Workspace::create(store, "bench", "bench", disk::now_ms(), &mut rng)
         .unwrap_or_else(|e| panic!("{e}"));
-    cue::commands::record_bulk(&mut ws, &layout, &filters, &|_, _| {})
+    let mut session = Session::new(layout.clone(), Config::default(), filters, ws);
+    session
+        .scan(Scope::All, false, &mut |_, _| {})
         .unwrap_or_else(|e| panic!("{e}"));
     let import_s = t.elapsed().as_secs_f64();
 
@@ -134,9 +139,11 @@ fn phase_import(base: &Path, n: usize) {
             std::fs::write(&path, &text).unwrap_or_else(|e| panic!("{e}"));
             edits += 1;
         }
-        cue::commands::record_bulk(&mut ws, &layout, &filters, &|_, _| {})
+        session
+            .scan(Scope::All, false, &mut |_, _| {})
             .unwrap_or_else(|e| panic!("{e}"));
     }
+    let mut ws = session.ws;
     let edit_s = t.elapsed().as_secs_f64();
 
     let t = Instant::now();
@@ -172,9 +179,12 @@ fn phase_clone(base: &Path, n: usize) {
     let t = Instant::now();
     let store = SqliteStore::open(&layout.state_db()).unwrap_or_else(|e| panic!("{e}"));
     let mut rng = StdRng::seed_from_u64(7);
-    let mut ws = Workspace::clone_from_bundle(store, &bundle, "clone", &mut rng)
+    let ws = Workspace::clone_from_bundle(store, &bundle, "clone", &mut rng)
         .unwrap_or_else(|e| panic!("{e}"));
-    let applied = cue::commands::write_plan(&mut ws, &layout, false, &|_, _| {})
+    let filters = Filters::new(&layout, &[]).unwrap_or_else(|e| panic!("{e}"));
+    let mut session = Session::new(layout.clone(), Config::default(), filters, ws);
+    let applied = session
+        .write_files(&mut |_, _| {})
         .unwrap_or_else(|e| panic!("{e}"));
     let clone_s = t.elapsed().as_secs_f64();
     assert_eq!(applied.written.len(), n);

@@ -4,199 +4,21 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use cue_core::disk::{FileSystem, Scope};
 use cue_core::frontmatter::{self, FmValue};
 use cue_core::{SyncPath, Workspace};
-use indicatif::{ProgressBar, ProgressStyle};
 use rand::RngExt;
 use serde_json::json;
 
 use crate::config::{self, Config};
-use crate::disk::{self, Applied, Changes, Filters, Layout};
-use crate::store::{SqliteStore, WriteLock};
+use crate::disk::{self, Layout, RealFs};
+use crate::session::{member_name, open, open_at};
+use crate::store::SqliteStore;
 
 /// A mistake in how the command was called (exit code 2).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct UsageError(pub String);
-
-/// An open workspace with everything a command needs.
-pub struct Session {
-    pub layout: Layout,
-    pub config: Config,
-    pub filters: Filters,
-    pub ws: Workspace<SqliteStore>,
-    /// Held for a command's whole run; `None` in the daemon, which locks per event.
-    pub write_lock: Option<WriteLock>,
-    /// Whether an interrupted checkout was looked for since the state was opened.
-    settled: bool,
-}
-
-pub fn member_name(flag: Option<String>, config: &Config) -> String {
-    flag.or_else(|| std::env::var("CUE_MEMBER").ok().filter(|s| !s.is_empty()))
-        .or_else(|| config.workspace.member.clone())
-        .or_else(|| std::env::var("USER").ok().filter(|s| !s.is_empty()))
-        .unwrap_or_else(|| "unknown".into())
-}
-
-/// Opens the workspace around `cwd` and records the user's on-disk edits.
-pub fn open(cwd: &Path) -> Result<Session> {
-    let layout = Layout::find(cwd).with_context(|| {
-        format!("{} is not inside a CueDeck workspace; run `cue init` to make one, or `cue clone` to join one", cwd.display())
-    })?;
-    open_at(layout)
-}
-
-/// Opens a workspace for a command, holding the write lock until it ends.
-pub fn open_at(layout: Layout) -> Result<Session> {
-    let lock = WriteLock::acquire(&layout.sync_dir())?;
-    let mut s = open_session(layout)?;
-    s.write_lock = Some(lock);
-    Ok(s)
-}
-
-/// Opens a workspace without taking the write lock: for the daemon, which
-/// takes it around each event instead.
-pub fn open_session(layout: Layout) -> Result<Session> {
-    let config = Config::load(&layout.config_path())?;
-    let filters = Filters::new(&layout, &config.sync.include)?;
-    let store = SqliteStore::open(&layout.state_db())?;
-    let member = member_name(None, &config);
-    let mut ws =
-        Workspace::open(store, &member).context("opening the sync state in .cuedeck/sync/")?;
-    ws.set_tombstone_days(config.sync.max_offline_days);
-    Ok(Session::new(layout, config, filters, ws))
-}
-
-impl Session {
-    /// A session over a state opened by the caller, without the write lock.
-    pub fn new(
-        layout: Layout,
-        config: Config,
-        filters: Filters,
-        ws: Workspace<SqliteStore>,
-    ) -> Self {
-        Session {
-            layout,
-            config,
-            filters,
-            ws,
-            write_lock: None,
-            settled: false,
-        }
-    }
-
-    /// Records on-disk edits, with a progress bar when there are many files.
-    pub fn record(&mut self) -> Result<Changes> {
-        let bar = progress_bar("scanning");
-        let changes = record_all(self, &|i, n| tick(&bar, i, n))?;
-        bar.finish_and_clear();
-        for s in &changes.skipped {
-            eprintln!("warning: {s}");
-        }
-        Ok(changes)
-    }
-
-    /// Writes whatever the documents say that the disk does not show yet.
-    pub fn checkout(&mut self, label: &str) -> Result<Applied> {
-        self.checkout_with(label, true)
-    }
-
-    fn checkout_with(&mut self, label: &str, durable: bool) -> Result<Applied> {
-        let bar = progress_bar(label);
-        let applied = checkout_all(self, durable, &|i, n| tick(&bar, i, n))?;
-        bar.finish_and_clear();
-        for s in &applied.skipped {
-            eprintln!("warning: {s}");
-        }
-        Ok(applied)
-    }
-
-    /// Once per opened state, before the disk is scanned or written: records
-    /// what a checkout cut short by a crash had already done.
-    fn settle(&mut self) -> Result<()> {
-        if !self.settled {
-            let n = disk::settle_checkout(&mut self.ws, &self.layout)
-                .context("finishing an interrupted write of synced files")?;
-            if n > 0 {
-                tracing::info!("recorded {n} file writes an interrupted run had made");
-            }
-            self.settled = true;
-        }
-        Ok(())
-    }
-}
-
-/// Records every on-disk edit of a session (after settling what a crash
-/// interrupted).
-pub fn record_all(s: &mut Session, progress: &dyn Fn(u64, u64)) -> Result<Changes> {
-    s.settle()?;
-    record_bulk(&mut s.ws, &s.layout, &s.filters, progress)
-}
-
-/// Records every on-disk edit in one SQLite transaction (one fsync for an
-/// import of thousands of files; each file's batch stays all-or-nothing).
-pub fn record_bulk(
-    ws: &mut Workspace<SqliteStore>,
-    layout: &Layout,
-    filters: &Filters,
-    progress: &dyn Fn(u64, u64),
-) -> Result<Changes> {
-    ws.store_mut().begin_bulk()?;
-    let changes = disk::record_changes(ws, layout, filters, false, progress);
-    ws.store_mut().end_bulk()?;
-    changes
-}
-
-/// Writes what the documents say that the disk does not show yet. Each written
-/// file is recorded in its own transaction right after the write; a crash
-/// between the two is settled by the next run. Not `durable` (a fresh clone:
-/// nobody can have edited yet): write everything, sync once, commit once.
-pub fn checkout_all(
-    s: &mut Session,
-    durable: bool,
-    progress: &dyn Fn(u64, u64),
-) -> Result<Applied> {
-    s.settle()?;
-    write_plan(&mut s.ws, &s.layout, durable, progress)
-}
-
-/// [`checkout_all`] on a bare workspace (benchmarks), without settling first.
-pub fn write_plan(
-    ws: &mut Workspace<SqliteStore>,
-    layout: &Layout,
-    durable: bool,
-    progress: &dyn Fn(u64, u64),
-) -> Result<Applied> {
-    let plan = ws.plan()?;
-    if !durable {
-        ws.store_mut().begin_bulk()?;
-    }
-    let applied = disk::apply_plan(ws, layout, plan, durable, progress);
-    if !durable {
-        disk::sync_all_files();
-        ws.store_mut().end_bulk()?;
-    }
-    applied
-}
-
-fn progress_bar(label: &str) -> ProgressBar {
-    let bar = ProgressBar::hidden();
-    bar.set_style(
-        ProgressStyle::with_template("{msg:>10} [{bar:30}] {pos}/{len} files ({eta})")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-    );
-    bar.set_message(label.to_string());
-    bar
-}
-
-fn tick(bar: &ProgressBar, i: u64, n: u64) {
-    if n >= 50 && bar.is_hidden() && i == 0 {
-        bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
-    }
-    bar.set_length(n);
-    bar.set_position(i);
-}
 
 fn write_gitignore(layout: &Layout) -> Result<()> {
     let path = layout.cuedeck.join(".gitignore");
@@ -504,7 +326,7 @@ pub fn clone(cwd: &Path, source: &Path, dir: &Path, member: Option<String>) -> R
         config::template(&meta.name, &member).as_bytes(),
     )?;
     let mut s = open_at(layout)?;
-    let applied = s.checkout_with("cloning", false)?;
+    let applied = s.checkout("cloning")?;
     println!(
         "Cloned workspace {:?} into {}: {} files.",
         meta.name,
@@ -634,13 +456,18 @@ pub fn restore(cwd: &Path, path: &str) -> Result<()> {
 
 pub fn status(cwd: &Path, json: bool) -> Result<()> {
     let mut s = open(cwd)?;
-    let pending = disk::record_changes(&mut s.ws, &s.layout, &s.filters, true, &|_, _| {})?;
+    let pending = s.scan(Scope::All, true, &mut |_, _| {})?;
     let meta = s.ws.meta()?;
     let entries = s.ws.entries()?;
     let deleted = entries.iter().filter(|e| e.deleted.is_some()).count();
     let trash = s.ws.trash(disk::now_ms())?.len();
     let missing = s.ws.missing_docs()?;
-    let behind = s.ws.plan()?.ops.len();
+    let plan = {
+        let fs = RealFs::new(&s.layout, &s.filters);
+        s.ws.plan(&|p| fs.keeps(p))?
+    };
+    let behind = plan.ops.len();
+    let unplaced: Vec<String> = plan.unplaced.iter().map(|u| u.to_string()).collect();
     if json {
         let out = json!({
             "workspace_id": meta.workspace_id.to_hex(),
@@ -653,7 +480,8 @@ pub fn status(cwd: &Path, json: bool) -> Result<()> {
             "files_to_write": behind,
             "unrecorded": {"created": pending.created, "edited": pending.edited, "removed": pending.removed,
                 "renamed": pending.renamed.iter().map(|(a, b)| json!({"from": a, "to": b})).collect::<Vec<_>>()},
-            "skipped": pending.skipped,
+            "skipped": pending.skipped.iter().map(|k| k.to_string()).collect::<Vec<_>>(),
+            "not_placed": unplaced,
             "relay": s.config.sync.relay.url,
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
@@ -693,12 +521,16 @@ pub fn status(cwd: &Path, json: bool) -> Result<()> {
     for sk in &pending.skipped {
         println!("  not synced: {sk}");
     }
+    for u in &unplaced {
+        println!("  from peers, not written: {u}");
+    }
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::session::Session;
     use cue_core::workspace::DiskOp;
 
     fn session(dir: &Path) -> Session {
@@ -737,7 +569,7 @@ mod tests {
             let bytes = std::fs::read(&from_bo).unwrap_or_else(|e| panic!("{e}"));
             s.ws.import_bundle(&bytes, "bo")
                 .unwrap_or_else(|e| panic!("{e}"));
-            let plan = s.ws.plan().unwrap_or_else(|e| panic!("{e}"));
+            let plan = s.ws.plan(&|_| true).unwrap_or_else(|e| panic!("{e}"));
             assert_eq!(plan.ops.len(), 2, "{:?}", plan.ops);
             for op in &plan.ops {
                 match op {
@@ -763,6 +595,11 @@ mod tests {
                 .map(|f| f.path.clone())
                 .collect();
         assert_eq!(files, ["docs/b.md"]);
-        assert!(s.ws.plan().unwrap_or_else(|e| panic!("{e}")).ops.is_empty());
+        assert!(s
+            .ws
+            .plan(&|_| true)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .ops
+            .is_empty());
     }
 }

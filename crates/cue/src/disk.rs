@@ -1,21 +1,30 @@
-//! The file-system side: where a workspace lives, scanning it for the user's
-//! edits, and writing merged files back atomically without clobbering edits.
+//! The real disk under the core's disk layer: where a workspace lives, which
+//! of its files are synced (`.cueignore`, `sync.include`), and atomic writes.
+//!
+//! Scanning, rename detection, checkout and settling are `cue_core::disk`;
+//! this module only implements its [`FileSystem`] trait on `std::fs`.
 
-use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
-use cue_core::store::Store;
-use cue_core::workspace::{content_hash, DiskOp, Plan, Recorded, Stat};
-use cue_core::{SyncPath, Workspace};
+use cue_core::disk::{
+    FileSystem, FsError, Listing, Node, SkipReason, Skipped, Stat, MAX_FILE_BYTES,
+};
+use cue_core::SyncPath;
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use ignore::gitignore::{Gitignore, GitignoreBuilder};
 
-/// Files bigger than this are not synced (reported, never truncated).
-pub const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
+pub use cue_core::disk::is_editor_noise;
+
+/// A temp file of an atomic write older than this belongs to a process that
+/// died before renaming it (a `kill -9`, a power cut): swept by the next scan.
+const STALE_TEMP: Duration = Duration::from_secs(600);
+/// Up to this many files written since the last flush are fsynced one by one;
+/// more are flushed with one `syncfs` of the whole file system.
+const FSYNC_EACH_MAX: usize = 16;
 
 /// The folders of one workspace on disk.
 #[derive(Debug, Clone)]
@@ -55,44 +64,60 @@ impl Layout {
         self.sync_dir().join("state.db")
     }
 
-    /// The real location of a synced path. `project/…` keys live in the project
-    /// root (files added by `sync.include`); everything else under `.cuedeck/`.
+    /// The real location of a synced path (or folder key). `project/…` keys
+    /// live in the project root (files added by `sync.include`); everything
+    /// else under `.cuedeck/`.
     pub fn to_disk(&self, path: &SyncPath) -> PathBuf {
-        let (base, rest) = self.base_and_rest(path);
+        self.key_to_disk(path.as_str())
+    }
+
+    fn key_to_disk(&self, key: &str) -> PathBuf {
+        let (base, rest) = self.base_and_rest(key);
         rest.split('/')
+            .filter(|c| !c.is_empty())
             .fold(base.to_path_buf(), |acc, c| acc.join(c))
     }
 
-    fn base_and_rest<'a>(&self, path: &'a SyncPath) -> (&Path, &'a str) {
-        match path.as_str().strip_prefix("project/") {
+    fn base_and_rest<'a>(&self, key: &'a str) -> (&Path, &'a str) {
+        match key.strip_prefix("project/") {
             Some(rest) => (&self.root, rest),
-            None => (&self.cuedeck, path.as_str()),
+            None if key == "project" => (&self.root, ""),
+            None => (&self.cuedeck, key),
         }
+    }
+
+    /// The key of a real path under this workspace (`docs/a.md`,
+    /// `project/notes/x.md`), or `None` for paths that are never synced
+    /// (`.cuedeck/sync/`, `.cuedeck/config.toml`, outside the project).
+    pub fn key_of(&self, path: &Path) -> Option<String> {
+        if let Ok(rel) = path.strip_prefix(&self.cuedeck) {
+            let rel = rel.to_string_lossy().replace('\\', "/");
+            let first = rel.split('/').next().unwrap_or_default();
+            return match first {
+                "" => Some(String::new()),
+                "cards" | "docs" => Some(rel),
+                _ => None,
+            };
+        }
+        let rel = path.strip_prefix(&self.root).ok()?;
+        let rel = rel.to_string_lossy().replace('\\', "/");
+        if rel.is_empty() {
+            return Some("project".into());
+        }
+        if rel.split('/').any(|c| c == ".git") {
+            return None;
+        }
+        Some(format!("project/{rel}"))
     }
 }
 
-/// Files the user's editors leave around that must never be synced (see
-/// shared/EDITORS.md): swap and lock files, backups, temp files of atomic saves.
-pub fn is_editor_noise(name: &str) -> bool {
-    name.starts_with('.')
-        || name.starts_with('#')
-        || name.ends_with('~')
-        || name.contains("___jb_")
-        || name == "4913"
-        || !name.ends_with(".md")
-}
-
-/// What the user's disk holds right now (paths that pass the filters).
-pub struct DiskView {
-    pub files: BTreeMap<SyncPath, Stat>,
-    /// Paths not synced, with the reason (symlink, too big, bad name...).
-    pub skipped: Vec<String>,
-}
-
-/// The filters for one scan: `.cuedeck/.cueignore` and `sync.include`.
+/// The filters for one peer: `.cuedeck/.cueignore` and `sync.include`.
 pub struct Filters {
     ignore: Gitignore,
     include: Option<GlobSet>,
+    /// The literal folders the include globs start in (`docs/**/*.md` → `docs`):
+    /// what the watcher must watch besides `.cuedeck/`.
+    include_roots: Vec<String>,
 }
 
 impl Filters {
@@ -107,16 +132,32 @@ impl Filters {
         let ignore = builder
             .build()
             .with_context(|| format!("reading {}", file.display()))?;
+        let mut include_roots = Vec::new();
         let include = if include.is_empty() {
             None
         } else {
             let mut set = GlobSetBuilder::new();
             for g in include {
                 set.add(Glob::new(g).with_context(|| format!("sync.include glob {g:?}"))?);
+                let literal: Vec<&str> = g
+                    .split('/')
+                    .take_while(|c| !c.contains(['*', '?', '[', '{']))
+                    .collect();
+                // The last literal component may be the file name itself.
+                let n = if literal.len() == g.split('/').count() {
+                    literal.len().saturating_sub(1)
+                } else {
+                    literal.len()
+                };
+                include_roots.push(literal[..n].join("/"));
             }
             Some(set.build()?)
         };
-        Ok(Filters { ignore, include })
+        Ok(Filters {
+            ignore,
+            include,
+            include_roots,
+        })
     }
 
     fn ignored(&self, key: &str, is_dir: bool) -> bool {
@@ -124,9 +165,19 @@ impl Filters {
             .matched_path_or_any_parents(key, is_dir)
             .is_ignore()
     }
+
+    fn includes(&self, rel: &str) -> bool {
+        self.include.as_ref().is_some_and(|set| set.is_match(rel))
+    }
+
+    /// Folders of the project (relative to its root, `""` for the root itself)
+    /// that hold files `sync.include` adds.
+    pub fn include_roots(&self) -> &[String] {
+        &self.include_roots
+    }
 }
 
-fn stat_of(meta: &fs::Metadata) -> Stat {
+pub(crate) fn stat_of(meta: &fs::Metadata) -> Stat {
     let mtime_ns = meta
         .modified()
         .ok()
@@ -139,415 +190,292 @@ fn stat_of(meta: &fs::Metadata) -> Stat {
     }
 }
 
-/// How recent an mtime must be for size and mtime not to be trusted.
-const RACY_NS: i64 = 3_000_000_000;
-
-/// Lists the synced files on disk.
-pub fn scan(layout: &Layout, filters: &Filters) -> Result<DiskView> {
-    let mut view = DiskView {
-        files: BTreeMap::new(),
-        skipped: Vec::new(),
-    };
-    for top in ["cards", "docs"] {
-        walk(&layout.cuedeck.join(top), top, filters, &mut view)?;
-    }
-    if let Some(include) = &filters.include {
-        let walker = ignore::WalkBuilder::new(&layout.root)
-            .hidden(true)
-            .filter_entry(|e| e.file_name() != ".cuedeck" && e.file_name() != ".git")
-            .build();
-        for entry in walker.flatten() {
-            let Ok(rel) = entry.path().strip_prefix(&layout.root) else {
-                continue;
-            };
-            let rel = rel.to_string_lossy().replace('\\', "/");
-            if !include.is_match(&rel) || entry.file_type().is_none_or(|t| !t.is_file()) {
-                continue;
-            }
-            consider(entry.path(), &format!("project/{rel}"), filters, &mut view);
-        }
-    }
-    Ok(view)
-}
-
-fn walk(dir: &Path, key: &str, filters: &Filters, view: &mut DiskView) -> Result<()> {
-    let entries = match fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e).with_context(|| format!("reading folder {}", dir.display())),
-    };
-    for entry in entries {
-        let entry = entry.with_context(|| format!("reading folder {}", dir.display()))?;
-        let name = entry.file_name().to_string_lossy().to_string();
-        let child_key = format!("{key}/{name}");
-        let meta = match fs::symlink_metadata(entry.path()) {
-            Ok(m) => m,
-            Err(_) => continue, // vanished while we looked: the next scan sees it
-        };
-        if meta.is_dir() {
-            if !name.starts_with('.') && !filters.ignored(&child_key, true) {
-                walk(&entry.path(), &child_key, filters, view)?;
-            }
-        } else {
-            consider(&entry.path(), &child_key, filters, view);
-        }
-    }
-    Ok(())
-}
-
-/// Removes the temporary file of an atomic write whose process died before
-/// renaming it (a `kill -9`, a power cut): `.cue-<pid>.tmp` with no such pid.
-fn sweep_stale_temp(path: &Path, name: &str) {
-    let Some(pid) = name
-        .strip_prefix(".cue-")
-        .and_then(|r| r.strip_suffix(".tmp"))
-        .and_then(|p| p.parse::<libc::pid_t>().ok())
-    else {
-        return;
-    };
-    // SAFETY: signal 0 only checks whether the process exists.
-    let gone = unsafe { libc::kill(pid, 0) } != 0
-        && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
-    if gone {
-        let _ = fs::remove_file(path);
-    }
-}
-
-fn consider(path: &Path, key: &str, filters: &Filters, view: &mut DiskView) {
-    let name = key.rsplit('/').next().unwrap_or_default();
-    sweep_stale_temp(path, name);
-    if is_editor_noise(name) || filters.ignored(key, false) {
-        return;
-    }
-    let Ok(meta) = fs::symlink_metadata(path) else {
-        return;
-    };
-    if meta.file_type().is_symlink() {
-        view.skipped
-            .push(format!("{key}: symbolic links are not synced"));
-        return;
-    }
-    if !meta.is_file() {
-        return;
-    }
-    if meta.len() > MAX_FILE_BYTES {
-        view.skipped.push(format!(
-            "{key}: {} bytes is over the {MAX_FILE_BYTES}-byte limit; not synced",
-            meta.len()
-        ));
-        return;
-    }
-    match SyncPath::parse(key) {
-        Ok(p) => {
-            view.files.insert(p, stat_of(&meta));
-        }
-        Err(e) => view.skipped.push(format!("{key}: {e}")),
-    }
-}
-
-/// What a scan found (and, unless it was a dry run, recorded).
-#[derive(Debug, Default)]
-pub struct Changes {
-    pub created: Vec<String>,
-    pub edited: Vec<String>,
-    pub removed: Vec<String>,
-    pub renamed: Vec<(String, String)>,
-    pub skipped: Vec<String>,
-}
-
-impl Changes {
-    pub fn is_empty(&self) -> bool {
-        self.created.is_empty()
-            && self.edited.is_empty()
-            && self.removed.is_empty()
-            && self.renamed.is_empty()
-    }
-    pub fn count(&self) -> usize {
-        self.created.len() + self.edited.len() + self.removed.len() + self.renamed.len()
-    }
-}
-
-fn read_text(path: &Path, key: &str) -> std::result::Result<String, String> {
-    let bytes = fs::read(path).map_err(|e| format!("{key}: cannot read: {e}"))?;
-    String::from_utf8(bytes).map_err(|_| format!("{key}: not valid UTF-8 text; not synced"))
-}
-
 /// Now, in milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
         .unwrap_or(0)
 }
 
-/// Finds the user's edits since the last scan and (unless `dry_run`) records
-/// them. Unchanged files (same size and mtime) are not even read.
-pub fn record_changes<S: Store>(
-    ws: &mut Workspace<S>,
-    layout: &Layout,
-    filters: &Filters,
-    dry_run: bool,
-    progress: &dyn Fn(u64, u64),
-) -> Result<Changes> {
-    let view = scan(layout, filters)?;
-    let mut changes = Changes {
-        skipped: view.skipped,
-        ..Changes::default()
-    };
-    let tracked: HashMap<String, cue_core::store::LocalFile> = ws
-        .local_files()
-        .values()
-        .map(|f| (f.path.clone(), f.clone()))
-        .collect();
-    let mut missing: Vec<(String, [u8; 32])> = tracked
-        .iter()
-        // Missing means gone from disk, not merely unseen by this scan (filtered,
-        // too big, a symlink, a project file outside this peer's include globs):
-        // a delete recorded here is carried out on every peer.
-        .filter(|(path, _)| match SyncPath::parse(path) {
-            Ok(p) => {
-                !view.files.contains_key(&p)
-                    && matches!(fs::symlink_metadata(layout.to_disk(&p)), Err(e) if e.kind() == std::io::ErrorKind::NotFound)
-            }
-            Err(_) => false,
-        })
-        .map(|(path, f)| (path.clone(), f.hash))
-        .collect();
-    missing.sort();
-    let total = view.files.len() as u64;
-    let mut rng = rand::rng();
-    let now_ns = now_ms().saturating_mul(1_000_000);
-    for (i, (path, stat)) in view.files.iter().enumerate() {
-        progress(i as u64, total);
-        if let Some(f) = tracked.get(path.as_str()) {
-            // Size and mtime prove nothing for a file modified in the last
-            // seconds: file-system clocks tick coarsely, so a save of the same
-            // size right after our own write can carry the same mtime ("racy
-            // git"). Such files are read and hashed.
-            let settled = now_ns.saturating_sub(stat.mtime_ns) > RACY_NS;
-            if settled && f.size == stat.size && f.mtime_ns == stat.mtime_ns {
-                continue;
-            }
+fn io_err(path: &Path, source: std::io::Error) -> FsError {
+    FsError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// The user's real disk, as the core's disk layer sees it.
+pub struct RealFs<'a> {
+    layout: &'a Layout,
+    filters: &'a Filters,
+    /// Files written since the last flush, to make durable.
+    unflushed: Vec<PathBuf>,
+}
+
+impl<'a> RealFs<'a> {
+    pub fn new(layout: &'a Layout, filters: &'a Filters) -> Self {
+        RealFs {
+            layout,
+            filters,
+            unflushed: Vec::new(),
         }
-        let text = match read_text(&layout.to_disk(path), path.as_str()) {
-            Ok(t) => t,
-            Err(why) => {
-                changes.skipped.push(why);
-                continue;
-            }
+    }
+
+    fn walk(&self, dir: &Path, key: &str, listing: &mut Listing) -> Result<(), FsError> {
+        let entries = match fs::read_dir(dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io_err(dir, e)),
         };
-        let hash = content_hash(text.as_bytes());
-        if !tracked.contains_key(path.as_str()) {
-            // A new path whose bytes equal a vanished file's: a rename.
-            if let Some(pos) = missing.iter().position(|(_, h)| *h == hash) {
-                let (from, _) = missing.remove(pos);
-                if !dry_run {
-                    ws.record_rename(&from, path, now_ms())?;
-                    ws.record_write(path, &text, *stat, now_ms(), &mut rng)?;
+        for entry in entries {
+            let entry = entry.map_err(|e| io_err(dir, e))?;
+            let name = entry.file_name().to_string_lossy().to_string();
+            let child_key = format!("{key}/{name}");
+            let Ok(meta) = fs::symlink_metadata(entry.path()) else {
+                continue; // vanished while we looked: the next scan sees it
+            };
+            if meta.is_dir() {
+                if !name.starts_with('.') && !self.filters.ignored(&child_key, true) {
+                    self.walk(&entry.path(), &child_key, listing)?;
                 }
-                changes.renamed.push((from, path.to_string()));
+            } else {
+                self.consider(&entry.path(), &child_key, &meta, listing);
+            }
+        }
+        Ok(())
+    }
+
+    fn walk_project(&self, rel: &str, listing: &mut Listing) {
+        if self.filters.include.is_none() {
+            return;
+        }
+        let start = self.layout.key_to_disk(&format!("project/{rel}"));
+        let walker = ignore::WalkBuilder::new(&start)
+            .hidden(true)
+            .filter_entry(|e| e.file_name() != ".cuedeck" && e.file_name() != ".git")
+            .build();
+        for entry in walker.flatten() {
+            let Ok(rel) = entry.path().strip_prefix(&self.layout.root) else {
+                continue;
+            };
+            let rel = rel.to_string_lossy().replace('\\', "/");
+            if !self.filters.includes(&rel) || entry.file_type().is_none_or(|t| t.is_dir()) {
                 continue;
             }
-        }
-        if dry_run {
-            match tracked.get(path.as_str()) {
-                None => changes.created.push(path.to_string()),
-                Some(f) if f.hash != hash => changes.edited.push(path.to_string()),
-                Some(_) => {}
-            }
-            continue;
-        }
-        match ws.record_write(path, &text, *stat, now_ms(), &mut rng)? {
-            Recorded::Created(_) => changes.created.push(path.to_string()),
-            Recorded::Edited(_) => changes.edited.push(path.to_string()),
-            Recorded::Unchanged => {}
+            let Ok(meta) = fs::symlink_metadata(entry.path()) else {
+                continue;
+            };
+            self.consider(entry.path(), &format!("project/{rel}"), &meta, listing);
         }
     }
-    progress(total, total);
-    for (path, _) in missing {
-        if !dry_run {
-            ws.record_removal(&path, now_ms())?;
-        }
-        changes.removed.push(path);
-    }
-    Ok(changes)
-}
 
-/// Finishes recording a checkout that a crash (or a commit that failed on a
-/// full disk) cut short, before any scan can mistake our own writes for the
-/// user's: see [`Workspace::settle_checkout`]. Returns how many were found.
-pub fn settle_checkout<S: Store>(ws: &mut Workspace<S>, layout: &Layout) -> Result<usize> {
-    // Present but not what any checkout writes (a folder, a symlink, an
-    // unreadable file): a hash no content has.
-    let foreign = ([0u8; 32], Stat::default());
-    let settled = ws.settle_checkout(|path| {
-        let target = layout.to_disk(path);
-        let meta = fs::symlink_metadata(&target).ok()?;
+    fn consider(&self, path: &Path, key: &str, meta: &fs::Metadata, listing: &mut Listing) {
+        let name = key.rsplit('/').next().unwrap_or_default();
+        if name.starts_with(".cue-") && name.ends_with(".tmp") {
+            sweep_stale_temp(path, meta);
+            return;
+        }
+        if is_editor_noise(name) || self.filters.ignored(key, false) {
+            return;
+        }
+        let skip = |reason| Skipped {
+            path: key.to_string(),
+            reason,
+        };
+        if meta.file_type().is_symlink() {
+            listing.skipped.push(skip(SkipReason::Symlink));
+            return;
+        }
         if !meta.is_file() {
-            return Some(foreign);
+            return;
         }
-        match fs::read(&target) {
-            Ok(bytes) => Some((content_hash(&bytes), stat_of(&meta))),
-            Err(_) => Some(foreign),
+        if meta.len() > MAX_FILE_BYTES {
+            listing.skipped.push(skip(SkipReason::TooLarge(meta.len())));
+            return;
         }
-    })?;
-    Ok(settled)
-}
-
-/// What writing a plan did.
-#[derive(Debug, Default)]
-pub struct Applied {
-    pub written: Vec<String>,
-    pub removed: Vec<String>,
-    /// Ops not carried out, with why (the user changed the file meanwhile...),
-    /// after the files the plan could not place at all.
-    pub skipped: Vec<String>,
-    /// How many of `skipped` are operations not carried out: a retry may
-    /// succeed, unlike for a file that cannot be placed.
-    pub unwritten: usize,
-}
-
-/// Carries out a plan: atomic writes (temp file, fsync, rename) that never
-/// overwrite a file the user changed since it was last read.
-///
-/// With `durable` false (a fresh clone, where nobody can have edited yet), files
-/// are not fsynced one by one; the caller syncs the file system once before
-/// committing, which turns a thousand journal commits into one.
-pub fn apply_plan<S: Store>(
-    ws: &mut Workspace<S>,
-    layout: &Layout,
-    plan: Plan,
-    durable: bool,
-    progress: &dyn Fn(u64, u64),
-) -> Result<Applied> {
-    let unplaced = plan.problems.len();
-    let mut done = Applied {
-        skipped: plan.problems,
-        ..Applied::default()
-    };
-    let total = plan.ops.len() as u64;
-    for (i, op) in plan.ops.iter().enumerate() {
-        progress(i as u64, total);
-        match op {
-            DiskOp::Write {
-                path,
-                bytes,
-                expect,
-                ..
-            } => {
-                let target = layout.to_disk(path);
-                if let Err(why) =
-                    check_parents(layout, path, true).and_then(|_| check_expected(&target, *expect))
-                {
-                    done.skipped.push(format!("{path}: {why}"));
-                    continue;
-                }
-                let stat = match write_file(&target, bytes.as_bytes(), durable) {
-                    Ok(stat) => stat,
-                    Err(e) => {
-                        done.skipped.push(format!("{path}: cannot write: {e:#}"));
-                        continue;
-                    }
-                };
-                ws.applied(op, stat)?;
-                done.written.push(path.to_string());
+        match SyncPath::parse(key) {
+            Ok(p) => {
+                listing.files.insert(p, stat_of(meta));
             }
-            DiskOp::Remove { path, expect, .. } => {
-                let target = layout.to_disk(path);
-                if let Err(why) = check_parents(layout, path, false)
-                    .and_then(|_| check_expected(&target, Some(*expect)))
-                {
-                    done.skipped.push(format!("{path}: {why}"));
-                    continue;
-                }
-                match fs::remove_file(&target) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => {
-                        return Err(e).with_context(|| format!("removing {}", target.display()))
-                    }
-                }
-                ws.applied(op, Stat::default())?;
-                done.removed.push(path.to_string());
-            }
+            Err(e) => listing.skipped.push(skip(SkipReason::BadName(e))),
         }
     }
-    progress(total, total);
-    done.unwritten = done.skipped.len() - unplaced;
-    Ok(done)
+
+    /// Refuses to write through a symlinked folder (which could lead outside
+    /// the workspace); with `create`, makes the folders a write needs.
+    fn check_parents(&self, path: &SyncPath, create: bool) -> Result<(), FsError> {
+        let (base, rest) = self.layout.base_and_rest(path.as_str());
+        let mut dir = base.to_path_buf();
+        let parts: Vec<&str> = rest.split('/').collect();
+        let unsafe_because = |why: String| FsError::Unsafe {
+            path: path.to_string(),
+            why,
+        };
+        for part in &parts[..parts.len().saturating_sub(1)] {
+            dir.push(part);
+            match fs::symlink_metadata(&dir) {
+                Ok(m) if m.file_type().is_symlink() => {
+                    return Err(unsafe_because(format!(
+                        "{} is a symbolic link; not writing through it",
+                        dir.display()
+                    )))
+                }
+                Ok(m) if !m.is_dir() => {
+                    return Err(unsafe_because(format!("{} is not a folder", dir.display())))
+                }
+                Ok(_) => {}
+                Err(_) if create => fs::create_dir(&dir).map_err(|e| io_err(&dir, e))?,
+                Err(_) => return Ok(()), // nothing below a missing folder to check
+            }
+        }
+        Ok(())
+    }
 }
 
-/// Refuses to write through a symlinked folder (which could lead outside the
-/// workspace); with `create`, makes the folders a write needs.
-fn check_parents(
-    layout: &Layout,
-    path: &SyncPath,
-    create: bool,
-) -> std::result::Result<(), String> {
-    let (base, rest) = layout.base_and_rest(path);
-    let mut dir = base.to_path_buf();
-    let parts: Vec<&str> = rest.split('/').collect();
-    for part in &parts[..parts.len().saturating_sub(1)] {
-        dir.push(part);
-        match fs::symlink_metadata(&dir) {
-            Ok(m) if m.file_type().is_symlink() => {
-                return Err(format!(
-                    "{} is a symbolic link; not writing through it",
-                    dir.display()
-                ))
+/// Removes the temporary file of an atomic write whose process died before
+/// renaming it: one that has not been touched for [`STALE_TEMP`].
+fn sweep_stale_temp(path: &Path, meta: &fs::Metadata) {
+    let old = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|age| age > STALE_TEMP);
+    if old {
+        let _ = fs::remove_file(path);
+    }
+}
+
+impl FileSystem for RealFs<'_> {
+    fn list(&mut self, under: &str) -> Result<Listing, FsError> {
+        let mut listing = Listing::default();
+        if under.is_empty() {
+            for top in ["cards", "docs"] {
+                self.walk(&self.layout.cuedeck.join(top), top, &mut listing)?;
             }
-            Ok(m) if !m.is_dir() => return Err(format!("{} is not a folder", dir.display())),
-            Ok(_) => {}
-            Err(_) if create => {
-                fs::create_dir(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?
+            self.walk_project("", &mut listing);
+            return Ok(listing);
+        }
+        if under == "project" || under.starts_with("project/") {
+            let rel = under.strip_prefix("project").unwrap_or_default();
+            self.walk_project(rel.trim_start_matches('/'), &mut listing);
+            return Ok(listing);
+        }
+        if !matches!(under.split('/').next(), Some("cards" | "docs")) {
+            return Ok(listing);
+        }
+        let target = self.layout.key_to_disk(under);
+        match fs::symlink_metadata(&target) {
+            Ok(m) if m.is_dir() => {
+                let hidden = under.rsplit('/').next().is_some_and(|n| n.starts_with('.'));
+                if !hidden && !self.filters.ignored(under, true) {
+                    self.walk(&target, under, &mut listing)?;
+                }
             }
-            Err(_) => return Ok(()), // nothing below a missing folder to check
+            Ok(m) => self.consider(&target, under, &m, &mut listing),
+            Err(_) => {}
+        }
+        Ok(listing)
+    }
+
+    fn stat(&mut self, path: &SyncPath) -> Result<Option<Node>, FsError> {
+        let target = self.layout.to_disk(path);
+        match fs::symlink_metadata(&target) {
+            Ok(m) if m.is_file() => Ok(Some(Node::File(stat_of(&m)))),
+            Ok(_) => Ok(Some(Node::Other)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            // A parent that is a file: nothing can be at this path.
+            Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => Ok(None),
+            Err(e) => Err(io_err(&target, e)),
         }
     }
-    Ok(())
-}
 
-fn check_expected(target: &Path, expect: Option<[u8; 32]>) -> std::result::Result<(), String> {
-    match (fs::symlink_metadata(target), expect) {
-        (Ok(m), _) if m.file_type().is_symlink() => {
-            Err("is a symbolic link; not replacing it".into())
+    fn read(&mut self, path: &SyncPath) -> Result<Vec<u8>, FsError> {
+        let target = self.layout.to_disk(path);
+        fs::read(&target).map_err(|e| io_err(&target, e))
+    }
+
+    fn write(&mut self, path: &SyncPath, bytes: &[u8]) -> Result<Stat, FsError> {
+        self.check_parents(path, true)?;
+        let target = self.layout.to_disk(path);
+        let stat = write_file(&target, bytes, false).map_err(|e| io_err(&target, e))?;
+        self.unflushed.push(target);
+        Ok(stat)
+    }
+
+    fn remove(&mut self, path: &SyncPath) -> Result<(), FsError> {
+        self.check_parents(path, false)?;
+        let target = self.layout.to_disk(path);
+        match fs::remove_file(&target) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_err(&target, e)),
         }
-        (Err(_), None) => Ok(()),
-        (Err(_), Some(_)) => Err(
-            "removed since it was last recorded; the removal is recorded on the next run".into(),
-        ),
-        (Ok(_), None) => Err(
-            "a file appeared there that is not recorded yet; it will be merged on the next run"
-                .into(),
-        ),
-        (Ok(_), Some(want)) => {
-            let bytes = fs::read(target).map_err(|e| format!("cannot read: {e}"))?;
-            if content_hash(&bytes) == want {
-                Ok(())
-            } else {
-                Err("changed on disk since it was last recorded; keeping your version, it will be merged on the next run".into())
+    }
+
+    fn flush(&mut self) -> Result<(), FsError> {
+        let written = std::mem::take(&mut self.unflushed);
+        if written.len() > FSYNC_EACH_MAX {
+            return sync_file_system(&self.layout.cuedeck)
+                .map_err(|e| io_err(&self.layout.cuedeck, e));
+        }
+        let mut dirs: Vec<&Path> = Vec::new();
+        for file in &written {
+            fs::File::open(file)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| io_err(file, e))?;
+            if let Some(dir) = file.parent() {
+                if !dirs.contains(&dir) {
+                    dirs.push(dir);
+                }
             }
         }
+        // The renames that put the files in place live in their folders.
+        for dir in dirs {
+            fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| io_err(dir, e))?;
+        }
+        Ok(())
+    }
+
+    fn keeps(&self, path: &SyncPath) -> bool {
+        match path.as_str().strip_prefix("project/") {
+            Some(rel) => self.filters.includes(rel),
+            None => true,
+        }
+    }
+}
+
+/// Flushes every written file of the file system holding `dir` at once.
+fn sync_file_system(dir: &Path) -> std::io::Result<()> {
+    let d = fs::File::open(dir)?;
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: syncfs takes an open file descriptor, which `d` owns for
+        // the duration of the call.
+        if unsafe { libc::syncfs(d.as_raw_fd()) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        d.sync_all()
     }
 }
 
 /// Writes a file so that readers see the old bytes or the new, never a mix:
 /// a temp file in the same folder, fsync, rename over, fsync the folder.
 pub fn atomic_write(target: &Path, bytes: &[u8]) -> Result<Stat> {
-    write_file(target, bytes, true)
+    write_file(target, bytes, true).with_context(|| format!("writing {}", target.display()))
 }
 
-/// Flushes every written file to disk at once (after a non-durable [`apply_plan`]).
-pub fn sync_all_files() {
-    #[cfg(unix)]
-    // SAFETY: sync(2) takes no arguments and cannot fail.
-    unsafe {
-        libc::sync();
-    }
-}
-
-fn write_file(target: &Path, bytes: &[u8], durable: bool) -> Result<Stat> {
-    let dir = target.parent().context("target has no parent folder")?;
+fn write_file(target: &Path, bytes: &[u8], durable: bool) -> std::io::Result<Stat> {
+    let dir = target
+        .parent()
+        .ok_or_else(|| std::io::Error::other("target has no parent folder"))?;
     let tmp = dir.join(format!(".cue-{}.tmp", std::process::id()));
     let result = (|| -> std::io::Result<()> {
         let mut f = fs::OpenOptions::new()
@@ -569,7 +497,7 @@ fn write_file(target: &Path, bytes: &[u8], durable: bool) -> Result<Stat> {
     })();
     if let Err(e) = result {
         let _ = fs::remove_file(&tmp);
-        return Err(e.into());
+        return Err(e);
     }
     Ok(stat_of(&fs::metadata(target)?))
 }

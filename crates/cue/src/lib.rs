@@ -5,6 +5,7 @@
 pub mod commands;
 pub mod config;
 pub mod disk;
+pub mod session;
 pub mod store;
 pub mod sync;
 

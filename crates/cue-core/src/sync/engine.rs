@@ -262,7 +262,7 @@ impl SyncEngine {
                 self.on_peer_frame(ws, &frame.header, frame.payload, now_ms, &mut out)?;
             }
         }
-        ws.commit_remote()?;
+        ws.commit()?;
         self.flush(&mut out);
         Ok(out)
     }

@@ -20,9 +20,10 @@ use tracing::{info, warn};
 
 use super::net::{self, RelayTarget};
 use super::status::{self, DaemonStatus, PeerStatus};
-use crate::commands::{checkout_all, open_session, record_all, Session};
 use crate::disk;
+use crate::session::{open_session, Session};
 use crate::store::WriteLock;
+use cue_core::disk::Scope;
 
 /// What the engine thread reacts to.
 #[derive(Debug)]
@@ -367,9 +368,9 @@ impl Daemon {
 
     fn on_disk(&mut self) -> Result<()> {
         self.last_scan = Instant::now();
-        let changes = record_all(&mut self.session, &|_, _| {})?;
+        let changes = self.session.scan(Scope::All, false, &mut |_, _| {})?;
         for s in &changes.skipped {
-            self.report(s);
+            self.report(&s.to_string());
         }
         if changes.is_empty() {
             return Ok(());
@@ -419,19 +420,25 @@ impl Daemon {
     /// made (a full disk, a file the editor locked) is retried in a moment,
     /// not only when the next change arrives: it may be the last one.
     fn write_received(&mut self) -> Result<()> {
-        let applied = checkout_all(&mut self.session, true, &|_, _| {})?;
-        for s in &applied.skipped {
-            self.report(s);
+        let applied = self.session.write_files(&mut |_, _| {})?;
+        for s in &applied.refused {
+            self.report(&s.to_string());
+        }
+        if let Some(first) = applied.unplaced.first() {
+            self.report(&format!(
+                "{} file(s) from peers have names that are not safe to write and stay only in the documents (first: {first})",
+                applied.unplaced.len()
+            ));
         }
         // Not for files that cannot be placed (an unsafe path from a peer):
         // planning again every 2 s cannot change that, a new change can.
-        self.retry_writes = (applied.unwritten > 0).then(|| Instant::now() + RETRY_WRITES);
+        self.retry_writes = (!applied.refused.is_empty()).then(|| Instant::now() + RETRY_WRITES);
         if self.verbose && !(applied.written.is_empty() && applied.removed.is_empty()) {
             let names: Vec<&str> = applied
                 .written
                 .iter()
                 .chain(&applied.removed)
-                .map(String::as_str)
+                .map(|p| p.as_str())
                 .collect();
             print_line(&format!("Received: {}", names.join(", ")));
         }

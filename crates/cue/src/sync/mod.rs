@@ -14,9 +14,10 @@ use anyhow::{Context, Result};
 use cue_core::Workspace;
 use serde_json::json;
 
-use crate::commands::{self, Session, UsageError};
+use crate::commands::UsageError;
 use crate::config::{self, Config};
 use crate::disk::{self, Filters, Layout};
+use crate::session::{self, Session};
 use crate::store::SqliteStore;
 use key::JoinCode;
 use net::RelayTarget;
@@ -65,7 +66,7 @@ fn check_url(url: &str) -> Result<()> {
 
 /// `cue watch --sync`: the daemon in the foreground.
 pub fn watch(cwd: &Path, flags: &RelayFlags, quiet: bool) -> Result<()> {
-    let session = commands::open_session(find(cwd)?)?;
+    let session = session::open_session(find(cwd)?)?;
     let target = target(flags, &session.config);
     check_url(&target.url)?;
     let _lock = status::DaemonLock::acquire(&session.layout)?;
@@ -94,7 +95,7 @@ pub fn watch(cwd: &Path, flags: &RelayFlags, quiet: bool) -> Result<()> {
 
 /// `cue sync start`: the same daemon, in the background.
 pub fn start(cwd: &Path, flags: &RelayFlags) -> Result<()> {
-    let session = commands::open(cwd)?;
+    let session = session::open(cwd)?;
     let layout = session.layout.clone();
     let target = target(flags, &session.config);
     check_url(&target.url)?;
@@ -327,8 +328,8 @@ pub fn clone_from_code(
     } else {
         cwd.join(dir)
     };
-    let layout = commands::new_peer_dirs(&root)?;
-    let member = commands::member_name(member, &Config::default());
+    let layout = crate::commands::new_peer_dirs(&root)?;
+    let member = session::member_name(member, &Config::default());
     key::write_key(&layout, &code.key)?;
     let store = SqliteStore::open(&layout.state_db())?;
     let ws = Workspace::join(store, &member, &mut rand::rng())?;
@@ -367,7 +368,7 @@ pub fn clone_from_code(
         let _ = std::fs::remove_dir_all(&layout.cuedeck);
         return Err(e);
     }
-    let mut s = commands::open_at(layout)?;
+    let mut s = session::open_at(layout)?;
     let name = s.ws.meta()?.name;
     config::set_workspace_name(&s.layout.config_path(), &name)?;
     let applied = s.checkout("writing")?;
