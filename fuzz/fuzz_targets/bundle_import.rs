@@ -126,7 +126,7 @@ fn one(input: &[u8]) {
     let fx = fixture();
     let mut ws = fx.open();
     if steer & 2 != 0 {
-        ws.import_bundle(&fx.bob_bundle, "bob")
+        ws.import_bundle(&fx.bob_bundle)
             .expect("fixture bundle imports");
     }
 
@@ -155,7 +155,7 @@ fn one(input: &[u8]) {
         }
     };
 
-    let imported = ws.import_bundle(&bytes, "the fuzz input");
+    let imported = ws.import_bundle(&bytes);
     if let Err(e) = &imported {
         assert!(!e.to_string().is_empty());
         if Bundle::decode(&bytes).is_err() {

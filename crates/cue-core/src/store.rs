@@ -43,6 +43,10 @@ pub struct DocInfo {
     pub heads: Vec<ChangeHash>,
     /// Incremental chunks stored after the snapshot; compacted past a limit.
     pub chunks: u32,
+    /// Bytes of the snapshot, and of the chunks after it: a document is
+    /// compacted when its chunks outgrow its snapshot.
+    pub snapshot_bytes: u64,
+    pub chunk_bytes: u64,
 }
 
 /// What this peer last wrote to, or read from, the user's disk for one file.
@@ -175,17 +179,23 @@ impl Store for MemStore {
             match op {
                 BatchOp::AppendChunk { doc, bytes, heads } => {
                     let entry = self.docs.entry(doc).or_default();
-                    entry.0.push(bytes);
                     entry.1.chunks += 1;
+                    entry.1.chunk_bytes += bytes.len() as u64;
                     entry.1.heads = heads;
+                    entry.0.push(bytes);
                 }
                 BatchOp::ReplaceDoc {
                     doc,
                     snapshot,
                     heads,
                 } => {
-                    self.docs
-                        .insert(doc, (vec![snapshot], DocInfo { heads, chunks: 0 }));
+                    let info = DocInfo {
+                        heads,
+                        chunks: 0,
+                        snapshot_bytes: snapshot.len() as u64,
+                        chunk_bytes: 0,
+                    };
+                    self.docs.insert(doc, (vec![snapshot], info));
                 }
                 BatchOp::PutLocalFile { id, file } => {
                     self.files.insert(id, file);

@@ -246,7 +246,7 @@ impl World {
             .unwrap_or_else(|e| panic!("export: {e}"));
         self.replicas[to]
             .ws
-            .import_bundle(&bundle, "peer")
+            .import_bundle(&bundle)
             .unwrap_or_else(|e| panic!("import: {e}"));
         self.replicas[to].checkout();
     }

@@ -24,11 +24,9 @@ fn write(ws: &mut Workspace<MemStore>, disk: &mut Disk, path: &str, text: &str, 
 
 fn exchange(a: &mut Workspace<MemStore>, b: &mut Workspace<MemStore>) {
     let bundle = a.export_bundle().unwrap_or_else(|e| panic!("{e}"));
-    b.import_bundle(&bundle, "a")
-        .unwrap_or_else(|e| panic!("{e}"));
+    b.import_bundle(&bundle).unwrap_or_else(|e| panic!("{e}"));
     let bundle = b.export_bundle().unwrap_or_else(|e| panic!("{e}"));
-    a.import_bundle(&bundle, "b")
-        .unwrap_or_else(|e| panic!("{e}"));
+    a.import_bundle(&bundle).unwrap_or_else(|e| panic!("{e}"));
 }
 
 /// ana's workspace with one file, and bo's clone of it, both on disk.
@@ -156,8 +154,7 @@ fn the_same_edits_give_the_same_change_hashes() {
         let (mut a, mut disk_a, mut b, mut disk_b) = ana_and_bo(3, "docs/a.md", "one\ntwo\n");
         write(&mut b, &mut disk_b, "docs/a.md", "one\ntwo\nbo\n", 3_000);
         let bundle = b.export_bundle().unwrap_or_else(|e| panic!("{e}"));
-        a.import_bundle(&bundle, "b")
-            .unwrap_or_else(|e| panic!("{e}"));
+        a.import_bundle(&bundle).unwrap_or_else(|e| panic!("{e}"));
         // ana saves before her disk shows bo's line: recorded on a fork.
         write(&mut a, &mut disk_a, "docs/a.md", "ana\none\ntwo\n", 4_000);
         a.doc_heads().clone()

@@ -201,9 +201,7 @@ fn phase_reimport(base: &Path, n: usize) {
     let mut ws = open(&base.join("a"));
     let open_s = t.elapsed().as_secs_f64();
     let t = Instant::now();
-    let r = ws
-        .import_bundle(&bundle, "bench")
-        .unwrap_or_else(|e| panic!("{e}"));
+    let r = ws.import_bundle(&bundle).unwrap_or_else(|e| panic!("{e}"));
     let import_s = t.elapsed().as_secs_f64();
     assert_eq!(r.docs_changed, 0);
     println!(

@@ -298,7 +298,7 @@ pub fn import(cwd: &Path, file: &Path) -> Result<()> {
     let bytes = read_bundle(cwd, file)?;
     let mut s = open(cwd)?;
     s.record()?;
-    let report = s.ws.import_bundle(&bytes, &file.display().to_string())?;
+    let report = s.ws.import_bundle(&bytes)?;
     let applied = s.checkout("merging")?;
     println!(
         "Merged {}: {} documents changed, {} already known; {} files written, {} removed.",
@@ -461,7 +461,7 @@ pub fn status(cwd: &Path, json: bool) -> Result<()> {
     let entries = s.ws.entries()?;
     let deleted = entries.iter().filter(|e| e.deleted.is_some()).count();
     let trash = s.ws.trash(disk::now_ms())?.len();
-    let missing = s.ws.missing_docs()?;
+    let missing = s.ws.missing_docs();
     let plan = {
         let fs = RealFs::new(&s.layout, &s.filters);
         s.ws.plan(&|p| fs.keeps(p))?
@@ -567,8 +567,7 @@ mod tests {
         {
             let mut s = session(&ana);
             let bytes = std::fs::read(&from_bo).unwrap_or_else(|e| panic!("{e}"));
-            s.ws.import_bundle(&bytes, "bo")
-                .unwrap_or_else(|e| panic!("{e}"));
+            s.ws.import_bundle(&bytes).unwrap_or_else(|e| panic!("{e}"));
             let plan = s.ws.plan(&|_| true).unwrap_or_else(|e| panic!("{e}"));
             assert_eq!(plan.ops.len(), 2, "{:?}", plan.ops);
             for op in &plan.ops {

@@ -109,9 +109,6 @@ impl Session {
             dry_run,
             now_ms: now_ms(),
         };
-        if !dry_run {
-            self.ws.store_mut().begin_bulk()?;
-        }
         let changes = disk::scan(
             &mut self.ws,
             &mut fs,
@@ -119,9 +116,7 @@ impl Session {
             opts,
             &mut rand::rng(),
             progress,
-        );
-        self.ws.store_mut().end_bulk()?;
-        let changes = changes?;
+        )?;
         self.ws.commit()?;
         Ok(changes)
     }
@@ -143,10 +138,7 @@ impl Session {
     pub fn write_files(&mut self, progress: &mut dyn FnMut(u64, u64)) -> Result<Applied> {
         self.settle()?;
         let mut fs = RealFs::new(&self.layout, &self.filters);
-        self.ws.store_mut().begin_bulk()?;
-        let applied = disk::checkout(&mut self.ws, &mut fs, progress);
-        self.ws.store_mut().end_bulk()?;
-        let applied = applied?;
+        let applied = disk::checkout(&mut self.ws, &mut fs, progress)?;
         self.ws.commit()?;
         Ok(applied)
     }

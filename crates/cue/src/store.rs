@@ -40,7 +40,7 @@ fn heads_from_blob(blob: &[u8]) -> Vec<ChangeHash> {
 }
 
 const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS docs (key TEXT PRIMARY KEY, heads BLOB NOT NULL, chunks INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS docs (key TEXT PRIMARY KEY, heads BLOB NOT NULL, chunks INTEGER NOT NULL, snapshot_bytes INTEGER NOT NULL DEFAULT 0, chunk_bytes INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS doc_chunks (key TEXT NOT NULL, seq INTEGER NOT NULL, bytes BLOB NOT NULL, PRIMARY KEY (key, seq));
 CREATE TABLE IF NOT EXISTS local_files (id TEXT PRIMARY KEY, path TEXT NOT NULL, hash BLOB NOT NULL, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, heads BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
@@ -60,6 +60,7 @@ impl SqliteStore {
         conn.busy_timeout(std::time::Duration::from_secs(10))
             .map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
+        migrate(&conn)?;
         // The baseline is taken now, so that a commit by another process at
         // any time after this open is noticed by `changed_by_others`.
         let data_version = conn
@@ -106,6 +107,25 @@ impl SqliteStore {
     }
 }
 
+/// Brings a state written by an older `cue` up to this schema.
+fn migrate(conn: &Connection) -> Result<(), StoreError> {
+    let mut stmt = conn.prepare("PRAGMA table_info(docs)").map_err(err)?;
+    let columns: Vec<String> = stmt
+        .query_map([], |r| r.get::<_, String>(1))
+        .map_err(err)?
+        .collect::<Result<_, _>>()
+        .map_err(err)?;
+    for col in ["snapshot_bytes", "chunk_bytes"] {
+        if !columns.iter().any(|c| c == col) {
+            conn.execute_batch(&format!(
+                "ALTER TABLE docs ADD COLUMN {col} INTEGER NOT NULL DEFAULT 0"
+            ))
+            .map_err(err)?;
+        }
+    }
+    Ok(())
+}
+
 impl Store for SqliteStore {
     fn load_doc(&mut self, doc: DocKey) -> Result<Option<Vec<Vec<u8>>>, StoreError> {
         let key = doc.as_string();
@@ -132,7 +152,7 @@ impl Store for SqliteStore {
     fn docs(&mut self) -> Result<BTreeMap<DocKey, DocInfo>, StoreError> {
         let mut stmt = self
             .conn
-            .prepare("SELECT key, heads, chunks FROM docs")
+            .prepare("SELECT key, heads, chunks, snapshot_bytes, chunk_bytes FROM docs")
             .map_err(err)?;
         let rows = stmt
             .query_map([], |r| {
@@ -140,18 +160,22 @@ impl Store for SqliteStore {
                     r.get::<_, String>(0)?,
                     r.get::<_, Vec<u8>>(1)?,
                     r.get::<_, u32>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, i64>(4)?,
                 ))
             })
             .map_err(err)?;
         let mut out = BTreeMap::new();
         for row in rows {
-            let (key, heads, chunks) = row.map_err(err)?;
+            let (key, heads, chunks, snapshot_bytes, chunk_bytes) = row.map_err(err)?;
             if let Some(k) = DocKey::parse(&key) {
                 out.insert(
                     k,
                     DocInfo {
                         heads: heads_from_blob(&heads),
                         chunks,
+                        snapshot_bytes: snapshot_bytes.max(0) as u64,
+                        chunk_bytes: chunk_bytes.max(0) as u64,
                     },
                 );
             }
@@ -266,15 +290,16 @@ fn apply_ops(tx: &Connection, batch: Batch) -> Result<(), StoreError> {
             match op {
                 BatchOp::AppendChunk { doc, bytes, heads } => {
                     let key = doc.as_string();
+                    let len = bytes.len() as i64;
                     tx.execute(
                         "INSERT INTO doc_chunks (key, seq, bytes) VALUES (?1, (SELECT COALESCE(MAX(seq), -1) + 1 FROM doc_chunks WHERE key = ?1), ?2)",
                         params![key, bytes],
                     )
                     .map_err(err)?;
                     tx.execute(
-                        "INSERT INTO docs (key, heads, chunks) VALUES (?1, ?2, 1)
-                         ON CONFLICT (key) DO UPDATE SET heads = excluded.heads, chunks = chunks + 1",
-                        params![key, heads_to_blob(&heads)],
+                        "INSERT INTO docs (key, heads, chunks, chunk_bytes) VALUES (?1, ?2, 1, ?3)
+                         ON CONFLICT (key) DO UPDATE SET heads = excluded.heads, chunks = chunks + 1, chunk_bytes = chunk_bytes + ?3",
+                        params![key, heads_to_blob(&heads), len],
                     )
                     .map_err(err)?;
                 }
@@ -284,6 +309,7 @@ fn apply_ops(tx: &Connection, batch: Batch) -> Result<(), StoreError> {
                     heads,
                 } => {
                     let key = doc.as_string();
+                    let len = snapshot.len() as i64;
                     tx.execute("DELETE FROM doc_chunks WHERE key = ?1", [&key])
                         .map_err(err)?;
                     tx.execute(
@@ -292,9 +318,9 @@ fn apply_ops(tx: &Connection, batch: Batch) -> Result<(), StoreError> {
                     )
                     .map_err(err)?;
                     tx.execute(
-                        "INSERT INTO docs (key, heads, chunks) VALUES (?1, ?2, 0)
-                         ON CONFLICT (key) DO UPDATE SET heads = excluded.heads, chunks = 0",
-                        params![key, heads_to_blob(&heads)],
+                        "INSERT INTO docs (key, heads, chunks, snapshot_bytes, chunk_bytes) VALUES (?1, ?2, 0, ?3, 0)
+                         ON CONFLICT (key) DO UPDATE SET heads = excluded.heads, chunks = 0, snapshot_bytes = ?3, chunk_bytes = 0",
+                        params![key, heads_to_blob(&heads), len],
                     )
                     .map_err(err)?;
                 }

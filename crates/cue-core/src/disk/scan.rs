@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 
 use crate::store::{LocalFile, Store};
-use crate::workspace::{content_hash, Recorded, Workspace};
+use crate::workspace::{content_hash, NewFile, Recorded, Workspace};
 use crate::SyncPath;
 
 use super::{DiskError, FileSystem, Listing, SkipReason, Skipped, RACY_NS};
@@ -124,6 +124,7 @@ pub fn scan<S: Store, F: FileSystem>(
         }
     }
     let total = view.files.len() as u64;
+    let mut fresh: Vec<NewFile> = Vec::new();
     let now_ns = opts.now_ms.saturating_mul(1_000_000);
     for (i, (path, stat)) in view.files.iter().enumerate() {
         progress(i as u64, total);
@@ -176,6 +177,15 @@ pub fn scan<S: Store, F: FileSystem>(
             }
             continue;
         }
+        if known.is_none() {
+            // Recorded together below, their documents built on every core.
+            fresh.push(NewFile {
+                path: path.clone(),
+                text,
+                stat: *stat,
+            });
+            continue;
+        }
         match ws.record_write(path, &text, *stat, opts.now_ms, rng)? {
             Recorded::Created(_) => changes.created.push(path.to_string()),
             Recorded::Edited(_) => changes.edited.push(path.to_string()),
@@ -183,6 +193,17 @@ pub fn scan<S: Store, F: FileSystem>(
         }
     }
     progress(total, total);
+    let paths: Vec<String> = fresh.iter().map(|f| f.path.to_string()).collect();
+    for (path, recorded) in paths
+        .into_iter()
+        .zip(ws.record_new(fresh, opts.now_ms, rng)?)
+    {
+        match recorded {
+            Recorded::Created(_) => changes.created.push(path),
+            Recorded::Edited(_) => changes.edited.push(path),
+            Recorded::Unchanged => {}
+        }
+    }
     for (path, _) in missing {
         if !opts.dry_run {
             ws.record_removal(&path, opts.now_ms)?;

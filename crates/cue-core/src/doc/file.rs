@@ -54,6 +54,16 @@ impl FileDoc {
         Ok(FileDoc { doc })
     }
 
+    /// Reads a document that came from elsewhere (a bundle, a peer): as
+    /// [`Self::load`], but refused (never a panic) when automerge cannot take
+    /// it, and when its changes are dated beyond what every peer can merge
+    /// (see [`merge_untrusted`](crate::doc::merge_untrusted)).
+    pub fn load_untrusted(bytes: &[u8], actor: ActorId) -> Result<Self, DocError> {
+        let mut doc = FileDoc::empty(actor);
+        doc.apply(bytes)?;
+        Ok(doc)
+    }
+
     /// An empty document, to be filled with a peer's changes.
     pub fn empty(actor: ActorId) -> Self {
         FileDoc {

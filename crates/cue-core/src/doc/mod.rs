@@ -94,7 +94,7 @@ mod index;
 pub use automerge::sync::State as SyncState;
 pub use automerge::ChangeHash;
 pub use file::FileDoc;
-pub use index::{FileEntry, IndexDoc, Tombstone, WorkspaceMeta};
+pub use index::{FileEntry, IndexDoc, Tombstone, Touched, WorkspaceMeta};
 
 /// Something went wrong inside a CRDT document: corrupt bytes, or a document
 /// that does not have the shape this version of `cue` writes.
@@ -143,9 +143,18 @@ pub(crate) fn merge_untrusted(
             ))
         }
     }
+    check_times(&mut next, &before)?;
+    Ok(next)
+}
+
+/// Refuses changes after `before` dated beyond [`MAX_CHANGE_TIME_S`].
+pub(crate) fn check_times(
+    doc: &mut automerge::AutoCommit,
+    before: &[ChangeHash],
+) -> Result<(), DocError> {
     let times = -MAX_CHANGE_TIME_S..=MAX_CHANGE_TIME_S;
-    if let Some(bad) = next
-        .get_changes_meta(&before)
+    if let Some(bad) = doc
+        .get_changes_meta(before)
         .iter()
         .find(|c| !times.contains(&c.timestamp))
     {
@@ -154,7 +163,7 @@ pub(crate) fn merge_untrusted(
             bad.hash, bad.timestamp
         )));
     }
-    Ok(next)
+    Ok(())
 }
 
 /// Drops the patch events automerge logged while applying changes. automerge

@@ -141,8 +141,7 @@ impl SyncEngine {
         max_offline_ms: i64,
     ) -> Result<Self, WorkspaceError> {
         let last_sync_ms = ws
-            .store_mut()
-            .meta(LAST_SYNC_META)?
+            .meta_value(LAST_SYNC_META)?
             .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
             .map(i64::from_be_bytes);
         let full_resync = last_sync_ms.is_some_and(|t| now_ms - t > max_offline_ms);

@@ -449,7 +449,7 @@ impl Daemon {
     /// too, and the peers have gone quiet (no sync message in flight).
     fn clone_done(&mut self) -> Result<bool> {
         let ws = &mut self.session.ws;
-        if ws.workspace_id().is_none() || ws.missing_docs()? > 0 {
+        if ws.workspace_id().is_none() || ws.missing_docs() > 0 {
             return Ok(false);
         }
         Ok(self.quiet_since.elapsed() >= Duration::from_millis(500))
@@ -458,7 +458,7 @@ impl Daemon {
     /// Files the index names, and how many of them have arrived.
     fn clone_progress(&self) -> Result<(u64, u64)> {
         let ws = &self.session.ws;
-        let missing = ws.missing_docs()? as u64;
+        let missing = ws.missing_docs() as u64;
         let total = ws.doc_heads().len().saturating_sub(1) as u64 + missing;
         Ok((total - missing, total))
     }

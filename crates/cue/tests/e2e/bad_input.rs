@@ -65,7 +65,7 @@ impl Hostile {
         };
         // Sync like an honest peer first, to learn the index it will forge.
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while h.replica.workspace_id().is_none() || h.replica.missing_docs().unwrap_or(1) > 0 {
+        while h.replica.workspace_id().is_none() || h.replica.missing_docs() > 0 {
             assert!(std::time::Instant::now() < deadline, "hostile never synced");
             let Some(bytes) = h.recv(Duration::from_millis(500)) else {
                 continue;

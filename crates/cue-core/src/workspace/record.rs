@@ -1,0 +1,274 @@
+//! Disk to documents: recording what the user did to their files.
+
+use crate::doc::{Author, FileDoc};
+use crate::store::{LocalFile, Store};
+use crate::{FileId, SyncPath};
+
+use super::{content_hash, new_actor, on_disk, Recorded, Stat, Workspace, WorkspaceError};
+
+/// A file found on disk that no record knows: what [`Workspace::record_new`]
+/// takes.
+pub struct NewFile {
+    pub path: SyncPath,
+    pub text: String,
+    pub stat: Stat,
+}
+
+/// Below this many new files, building their documents on one thread is
+/// cheaper than starting another.
+const PARALLEL_MIN: usize = 8;
+
+impl<S: Store> Workspace<S> {
+    /// Records that the user's file at `path` now holds `text`: a new file, an
+    /// edit of a tracked one, or (same hash) nothing at all.
+    pub fn record_write(
+        &mut self,
+        path: &SyncPath,
+        text: &str,
+        stat: Stat,
+        now_ms: i64,
+        rng: &mut impl rand::Rng,
+    ) -> Result<Recorded, WorkspaceError> {
+        let hash = content_hash(text.as_bytes());
+        let tracked = self
+            .local_by_path(path.as_str())
+            .map(|(id, f)| (id, f.clone()));
+        let (id, base_heads) = match tracked {
+            Some((id, lf)) if lf.hash == hash => {
+                if lf.size != stat.size || lf.mtime_ns != stat.mtime_ns {
+                    let file = LocalFile {
+                        size: stat.size,
+                        mtime_ns: stat.mtime_ns,
+                        ..lf
+                    };
+                    self.put_local(id, file);
+                }
+                return Ok(Recorded::Unchanged);
+            }
+            Some((id, lf)) => (id, Some(lf.heads)),
+            None => match self.adoptable(path, hash)? {
+                Some(id) => (id, None),
+                None => return self.create_file(path, text, hash, stat, now_ms, rng),
+            },
+        };
+        let member = self.member.clone();
+        let author = Author {
+            member: &member,
+            now_ms,
+        };
+        let Some(doc) = self.docs.file(id)? else {
+            return self.create_file(path, text, hash, stat, now_ms, rng);
+        };
+        // The disk already shows the documents' current state: our own write
+        // that a crash kept us from recording, or the user typed the same
+        // change. Either way it is not a new edit (recording it would duplicate
+        // the text that was merged in).
+        if doc.is_ready() && content_hash(doc.render()?.as_bytes()) == hash {
+            let file = on_disk(path, hash, stat, doc.heads());
+            self.put_local(id, file);
+            self.dirty.insert(id);
+            return Ok(Recorded::Unchanged);
+        }
+        let disk_heads = match base_heads {
+            Some(base) if doc.heads() != base && doc.has_all(&base) => {
+                let mut fork = doc.fork_at(&base, new_actor(rng))?;
+                fork.record(text, &author)?;
+                let heads = fork.heads();
+                doc.merge(&mut fork)?;
+                heads
+            }
+            _ => {
+                doc.record(text, &author)?;
+                doc.heads()
+            }
+        };
+        self.docs.persist_file(id, path.as_str())?;
+        if self.index.ensure_registered(&author)? {
+            self.docs.persist_index(&mut self.index);
+        }
+        let file = on_disk(path, hash, stat, disk_heads);
+        self.put_local(id, file);
+        // After a merge with a fork the document holds more than the disk,
+        // and an edit brings a file deleted elsewhere back.
+        self.doc_changed(id)?;
+        Ok(Recorded::Edited(id))
+    }
+
+    /// Records many files no record knows (an import, a burst of new notes):
+    /// the same as [`Self::record_write`] for each, with their documents built
+    /// on every core. Returns what each became, in order.
+    pub fn record_new(
+        &mut self,
+        files: Vec<NewFile>,
+        now_ms: i64,
+        rng: &mut impl rand::Rng,
+    ) -> Result<Vec<Recorded>, WorkspaceError> {
+        let mut out = vec![Recorded::Unchanged; files.len()];
+        let mut fresh = Vec::new();
+        for (i, f) in files.into_iter().enumerate() {
+            let hash = content_hash(f.text.as_bytes());
+            if self.local_by_path(f.path.as_str()).is_some()
+                || self.adoptable(&f.path, hash)?.is_some()
+            {
+                out[i] = self.record_write(&f.path, &f.text, f.stat, now_ms, rng)?;
+            } else {
+                fresh.push((i, FileId::random(rng), hash, f));
+            }
+        }
+        let member = self.member.clone();
+        let author = Author {
+            member: &member,
+            now_ms,
+        };
+        let actor = self.actor.clone();
+        let build =
+            |(id, f): (FileId, &NewFile)| FileDoc::create(actor.clone(), id, &f.text, &author);
+        let jobs: Vec<(FileId, &NewFile)> = fresh.iter().map(|(_, id, _, f)| (*id, f)).collect();
+        let built: Vec<Result<FileDoc, crate::doc::DocError>> = if jobs.len() < PARALLEL_MIN {
+            jobs.into_iter().map(build).collect()
+        } else {
+            let threads = std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+                .clamp(1, 8);
+            let per = jobs.len().div_ceil(threads);
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = jobs
+                    .chunks(per)
+                    .map(|chunk| {
+                        scope.spawn(|| chunk.iter().map(|j| build(*j)).collect::<Vec<_>>())
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .flat_map(|h| {
+                        h.join().unwrap_or_else(|_| {
+                            vec![Err(crate::doc::DocError::Refused(
+                                "building a document panicked".into(),
+                            ))]
+                        })
+                    })
+                    .collect()
+            })
+        };
+        for ((i, id, hash, f), doc) in fresh.into_iter().zip(built) {
+            self.add_file(id, doc?, &f.path, hash, f.stat, now_ms)?;
+            out[i] = Recorded::Created(id);
+        }
+        Ok(out)
+    }
+
+    /// A file the index places at `path` that this peer has not put on disk (an
+    /// interrupted clone, say): a file found there is that file, not a new one.
+    /// Only when the bytes are exactly what we would write: anything else is
+    /// the user's own file, kept side by side by the same-path rule.
+    fn adoptable(
+        &mut self,
+        path: &SyncPath,
+        hash: [u8; 32],
+    ) -> Result<Option<FileId>, WorkspaceError> {
+        let Some(id) = self
+            .layout
+            .at(path)
+            .filter(|id| self.local.get(id).is_none())
+        else {
+            return Ok(None);
+        };
+        match self.docs.file(id)? {
+            Some(doc) if doc.is_ready() && content_hash(doc.render()?.as_bytes()) == hash => {
+                Ok(Some(id))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    fn create_file(
+        &mut self,
+        path: &SyncPath,
+        text: &str,
+        hash: [u8; 32],
+        stat: Stat,
+        now_ms: i64,
+        rng: &mut impl rand::Rng,
+    ) -> Result<Recorded, WorkspaceError> {
+        let id = FileId::random(rng);
+        let doc = FileDoc::create(self.actor.clone(), id, text, &self.author(now_ms))?;
+        self.add_file(id, doc, path, hash, stat, now_ms)?;
+        Ok(Recorded::Created(id))
+    }
+
+    /// Adds a new file's document and its index entry.
+    fn add_file(
+        &mut self,
+        id: FileId,
+        mut doc: FileDoc,
+        path: &SyncPath,
+        hash: [u8; 32],
+        stat: Stat,
+        now_ms: i64,
+    ) -> Result<(), WorkspaceError> {
+        let heads = doc.heads();
+        self.docs.insert(id, doc);
+        self.docs.persist_file(id, path.as_str())?;
+        let member = self.member.clone();
+        let author = Author {
+            member: &member,
+            now_ms,
+        };
+        self.index.add_file(id, path.as_str(), &author)?;
+        self.docs.persist_index(&mut self.index);
+        self.put_local(id, on_disk(path, hash, stat, heads));
+        self.refresh([id])
+    }
+
+    /// Records that the user deleted the file at `path`: it becomes a tombstone.
+    pub fn record_removal(&mut self, path: &str, now_ms: i64) -> Result<FileId, WorkspaceError> {
+        let (id, lf) = self
+            .local_by_path(path)
+            .map(|(id, f)| (id, f.clone()))
+            .ok_or_else(|| WorkspaceError::NotTracked(path.to_string()))?;
+        let member = self.member.clone();
+        self.index.delete(
+            id,
+            &lf.heads,
+            &Author {
+                member: &member,
+                now_ms,
+            },
+        )?;
+        self.docs.persist_index(&mut self.index);
+        self.drop_local(id);
+        self.refresh([id])?;
+        Ok(id)
+    }
+
+    /// Records that the user moved a file; its document and history move with it.
+    pub fn record_rename(
+        &mut self,
+        from: &str,
+        to: &SyncPath,
+        now_ms: i64,
+    ) -> Result<FileId, WorkspaceError> {
+        let (id, lf) = self
+            .local_by_path(from)
+            .map(|(id, f)| (id, f.clone()))
+            .ok_or_else(|| WorkspaceError::NotTracked(from.to_string()))?;
+        let member = self.member.clone();
+        self.index.rename(
+            id,
+            to.as_str(),
+            &Author {
+                member: &member,
+                now_ms,
+            },
+        )?;
+        self.docs.persist_index(&mut self.index);
+        let file = LocalFile {
+            path: to.to_string(),
+            ..lf
+        };
+        self.put_local(id, file);
+        self.refresh([id])?;
+        Ok(id)
+    }
+}
