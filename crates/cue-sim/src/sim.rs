@@ -1097,7 +1097,16 @@ fn brief(m: &Message) -> String {
         } => {
             format!("Change(#{id}, {}, {} deps)", doc(d), deps.len())
         }
-        Message::Heartbeat { digest } => format!("Heartbeat({:02x}{:02x})", digest[0], digest[1]),
+        Message::Heartbeat {
+            digest,
+            catching_up,
+        } => format!(
+            "Heartbeat({:02x}{:02x}{})",
+            digest[0],
+            digest[1],
+            if *catching_up { ", catching up" } else { "" }
+        ),
+        Message::Snapshot { doc: d, bytes } => format!("Snapshot({}, {} B)", doc(d), bytes.len()),
         Message::Ack { id, doc: d } => format!("Ack(#{id}, {})", doc(d)),
     }
 }

@@ -8,21 +8,28 @@
 //! The protocol, per pair of peers:
 //! 1. On meeting (the relay's Welcome or PeerJoined), each sends a Handshake
 //!    with a digest of all its documents' heads. Equal digests: nothing to do.
-//! 2. Otherwise each sends a SyncRequest listing a short hash of every
-//!    document's heads; the other starts automerge's sync protocol (heads and
-//!    bloom filters, one `SyncState` per document and peer) for each document
-//!    that differs, or for every document when `full` (back from a long time
-//!    offline).
+//! 2. Otherwise the peer that arrived (the one whose Welcome listed the other)
+//!    catches up, from one peer at a time: it sends a SyncRequest listing a
+//!    short hash of every document's heads; the other sends every document
+//!    the list lacks whole (a Snapshot: a newcomer gets the workspace as one
+//!    stream), and starts automerge's sync protocol (heads and bloom filters,
+//!    one `SyncState` per document and peer) for each document that differs,
+//!    or for every document when `full` (back from a long time offline). The
+//!    sync protocol runs both ways, so one request settles a pair; when several
+//!    peers are behind, each document travels about once per peer that lacks
+//!    it, not once per pair of peers.
 //! 3. A local edit is broadcast at once as a Change carrying its dependencies.
 //!    A receiver holding the dependencies merges it and acknowledges it; one
 //!    missing them has found a gap and falls back to the sync protocol for
 //!    that document.
 //! 4. Heartbeats carry the digest, so a lost message is noticed and repaired
-//!    by a new SyncRequest.
+//!    by a new SyncRequest, once the digests have differed for a while with
+//!    no progress (changes in flight are not lost) and the other peer is not
+//!    itself catching up.
 //!
 //! Merges are committed to the store before the Acks that follow them leave.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use cue_wire::{Frame, FrameKind, FrameRef, Header, PeerId, RoomId};
 use rand::rngs::StdRng;
@@ -38,9 +45,12 @@ use crate::WorkspaceId;
 
 /// How often a peer says it is alive and what its digest is.
 pub const HEARTBEAT_MS: i64 = 5_000;
-/// A peer whose digest still differs this long after the last sync request
-/// gets another one: what repairs a lost message.
+/// A peer whose digest has differed this long, with nothing arriving from it
+/// meanwhile, gets a sync request: what repairs a lost message.
 const RESYNC_AFTER_MS: i64 = 10_000;
+/// A catch-up with one peer is over once nothing came from it for this long;
+/// the next peer in line is asked then.
+const CATCH_UP_IDLE_MS: i64 = 1_500;
 /// Meta key under which the time of the last exchange with a peer is kept.
 pub const LAST_SYNC_META: &str = "last_sync_ms";
 
@@ -98,6 +108,15 @@ struct Remote {
     warned_key: bool,
     /// Another workspace: everything it sends is ignored.
     foreign: bool,
+    /// Was in the room when we arrived: a peer we catch up from.
+    was_here: bool,
+    /// The digest it last announced, and whether it is catching up itself.
+    digest: Option<[u8; 32]>,
+    catching_up: bool,
+    /// Since when its digest has differed from ours with nothing arriving.
+    mismatch_since: Option<i64>,
+    /// When something last arrived from it.
+    last_heard_ms: i64,
 }
 
 /// Where a batch of messages goes.
@@ -127,6 +146,12 @@ pub struct SyncEngine {
     full_resync: bool,
     last_heartbeat_ms: i64,
     outbox: Vec<(Target, Message)>,
+    /// Peers to catch up from, one at a time, in order.
+    catch_up: VecDeque<PeerId>,
+    /// The peer we are catching up from now.
+    syncing: Option<PeerId>,
+    /// Our digest, and the heads generation it was computed at.
+    digest_cache: std::cell::Cell<Option<(u64, [u8; 32])>>,
 }
 
 impl SyncEngine {
@@ -166,6 +191,9 @@ impl SyncEngine {
             full_resync,
             last_heartbeat_ms: now_ms,
             outbox: Vec::new(),
+            catch_up: VecDeque::new(),
+            syncing: None,
+            digest_cache: std::cell::Cell::new(None),
         })
     }
 
@@ -190,6 +218,8 @@ impl SyncEngine {
         self.peers.clear();
         self.reassembler = Reassembler::default();
         self.outbox.clear();
+        self.catch_up.clear();
+        self.syncing = None;
     }
 
     /// The workspace was reloaded from the store after a failure (a full
@@ -199,7 +229,10 @@ impl SyncEngine {
         for remote in self.peers.values_mut() {
             remote.sessions.clear();
             remote.last_request_ms = i64::MIN / 2;
+            remote.mismatch_since = None;
         }
+        self.syncing = None;
+        self.digest_cache.set(None);
         self.reassembler = Reassembler::default();
         self.outbox.clear();
         self.known = ws
@@ -234,10 +267,20 @@ impl SyncEngine {
         }
         match frame.header.kind {
             FrameKind::Welcome => {
-                self.peers.clear();
+                // A Handshake may have overtaken the Welcome: such a peer
+                // keeps what it said (and is caught up from if it differs).
+                let mut before = std::mem::take(&mut self.peers);
+                self.catch_up.clear();
+                self.syncing = None;
+                let ours = self.digest(ws);
                 for peer in frame.welcome_peers() {
                     if peer != self.me {
-                        self.peers.insert(peer, Remote::default());
+                        let mut remote = before.remove(&peer).unwrap_or_default();
+                        remote.was_here = true;
+                        if remote.digest.is_some_and(|d| d != ours) {
+                            self.catch_up.push_back(peer);
+                        }
+                        self.peers.insert(peer, remote);
                     }
                 }
                 if !self.peers.is_empty() {
@@ -254,14 +297,20 @@ impl SyncEngine {
                 }
             }
             FrameKind::PeerLeft => {
-                self.peers.remove(&frame.header.sender);
-                self.reassembler.forget(&frame.header.sender);
+                let gone = frame.header.sender;
+                self.peers.remove(&gone);
+                self.reassembler.forget(&gone);
+                self.catch_up.retain(|p| *p != gone);
+                if self.syncing == Some(gone) {
+                    self.syncing = None;
+                }
             }
             FrameKind::Broadcast | FrameKind::Direct => {
                 self.on_peer_frame(ws, &frame.header, frame.payload, now_ms, &mut out)?;
             }
         }
         ws.commit()?;
+        self.pump_catch_up(ws, now_ms);
         self.flush(&mut out);
         Ok(out)
     }
@@ -299,10 +348,13 @@ impl SyncEngine {
                 return Ok(());
             }
         };
-        if self.peers.entry(from).or_default().foreign {
+        let remote = self.peers.entry(from).or_default();
+        if remote.foreign {
             return Ok(());
         }
-        for msg in msgs {
+        remote.last_heard_ms = now_ms;
+        let rest = self.merge_in_bulk(ws, from, msgs, now_ms, out)?;
+        for msg in rest {
             if let Err(e) = self.on_message(ws, from, msg, now_ms, out) {
                 // A document a peer sent that does not merge is refused; the
                 // store error of a full disk is not the peer's fault and stops here.
@@ -316,6 +368,119 @@ impl SyncEngine {
             }
         }
         Ok(())
+    }
+
+    /// Merges the whole documents and ready changes of one batch together
+    /// (documents new to this peer load on every core); returns the other
+    /// messages, for [`Self::on_message`].
+    fn merge_in_bulk<S: Store>(
+        &mut self,
+        ws: &mut Workspace<S>,
+        from: PeerId,
+        msgs: Vec<Message>,
+        now_ms: i64,
+        out: &mut Output,
+    ) -> Result<Vec<Message>, WorkspaceError> {
+        let mut bulk: Vec<(DocKey, Vec<u8>)> = Vec::new();
+        let mut acks: Vec<Option<u64>> = Vec::new();
+        let mut rest = Vec::new();
+        for msg in msgs {
+            match msg {
+                Message::Snapshot { doc, bytes } => {
+                    bulk.push((doc, bytes));
+                    acks.push(None);
+                }
+                Message::Change {
+                    id,
+                    doc,
+                    deps,
+                    bytes,
+                } => {
+                    if ws.has_heads(doc, &deps)? {
+                        bulk.push((doc, bytes));
+                        acks.push(Some(id));
+                    } else {
+                        // A gap: we missed something this change builds on.
+                        self.start_session(ws, from, doc)?;
+                    }
+                }
+                other => rest.push(other),
+            }
+        }
+        if bulk.is_empty() {
+            return Ok(rest);
+        }
+        let docs: Vec<DocKey> = bulk.iter().map(|(k, _)| *k).collect();
+        for ((doc, result), ack) in docs.into_iter().zip(ws.merge_many(bulk)).zip(acks) {
+            match result {
+                Ok(changed) => {
+                    out.changed |= changed;
+                    self.note_remote(ws, doc, now_ms);
+                    if changed {
+                        self.progress(from, now_ms);
+                    }
+                    if let Some(id) = ack {
+                        self.outbox
+                            .push((Target::One(from), Message::Ack { id, doc }));
+                    }
+                }
+                Err(WorkspaceError::Store(e)) => return Err(WorkspaceError::Store(e)),
+                Err(other) => out.problems.push(SyncProblem::Merge {
+                    peer: from,
+                    reason: other.to_string(),
+                }),
+            }
+        }
+        Ok(rest)
+    }
+
+    /// Something arrived from `peer` that changed our documents: a catch-up
+    /// with it is still going, and a digest mismatch is not a lost message.
+    fn progress(&mut self, peer: PeerId, now_ms: i64) {
+        if let Some(remote) = self.peers.get_mut(&peer) {
+            if remote.mismatch_since.is_some() {
+                remote.mismatch_since = Some(now_ms);
+            }
+        }
+    }
+
+    /// Asks the next peer in line for what we lack, once the catch-up with
+    /// the previous one has gone quiet.
+    fn pump_catch_up<S: Store>(&mut self, ws: &Workspace<S>, now_ms: i64) {
+        if let Some(p) = self.syncing {
+            let quiet = self
+                .peers
+                .get(&p)
+                .is_none_or(|r| now_ms - r.last_heard_ms >= CATCH_UP_IDLE_MS);
+            if !quiet {
+                return;
+            }
+            self.syncing = None;
+        }
+        let ours = self.digest(ws);
+        while let Some(p) = self.catch_up.pop_front() {
+            let Some(remote) = self.peers.get(&p) else {
+                continue;
+            };
+            if remote.digest == Some(ours) || remote.foreign {
+                continue;
+            }
+            self.request_sync(ws, p, now_ms);
+            self.syncing = Some(p);
+            break;
+        }
+    }
+
+    /// Puts `peer` in line to catch up from (once).
+    fn queue_catch_up(&mut self, peer: PeerId) {
+        if self.syncing != Some(peer) && !self.catch_up.contains(&peer) {
+            self.catch_up.push_back(peer);
+        }
+    }
+
+    /// Whether this peer is still catching up (its heartbeats say so).
+    fn catching_up<S: Store>(&self, ws: &Workspace<S>) -> bool {
+        self.syncing.is_some() || !self.catch_up.is_empty() || ws.workspace_id().is_none()
     }
 
     fn on_message<S: Store>(
@@ -349,11 +514,21 @@ impl SyncEngine {
                         return Ok(());
                     }
                 }
-                self.peers.entry(from).or_default().member = Some(member);
                 let same = digest == self.digest(ws);
+                let remote = self.peers.entry(from).or_default();
+                remote.member = Some(member);
+                remote.digest = Some(digest);
+                let was_here = remote.was_here;
+                if same {
+                    remote.mismatch_since = None;
+                } else if !was_here {
+                    // The newcomer catches up from us; if it never asks,
+                    // heartbeats will notice.
+                    remote.mismatch_since.get_or_insert(now_ms);
+                }
                 self.delivered_if(same);
-                if self.full_resync || !same {
-                    self.request_sync(ws, from, now_ms);
+                if (self.full_resync || !same) && was_here {
+                    self.queue_catch_up(from);
                 }
             }
             Message::SyncRequest { full, entries } => {
@@ -361,8 +536,18 @@ impl SyncEngine {
                 let theirs: BTreeMap<DocKey, [u8; 8]> = entries.into_iter().collect();
                 let mut docs: Vec<DocKey> = ws.doc_heads().keys().copied().collect();
                 docs.extend(theirs.keys().filter(|k| !ws.doc_heads().contains_key(k)));
+                // Files first, so a peer that merges the index holds the files it names.
+                docs.sort_by_key(|k| *k == DocKey::Index);
                 for doc in docs {
                     let ours = ws.doc_heads().get(&doc).map(|i| heads_hash(&i.heads));
+                    if ours.is_some() && !theirs.contains_key(&doc) {
+                        // They have none of it: the whole document, as stored.
+                        if let Some(bytes) = ws.saved_doc(doc)? {
+                            self.outbox
+                                .push((Target::One(from), Message::Snapshot { doc, bytes }));
+                            continue;
+                        }
+                    }
                     if !full && ours.is_some() && ours.as_ref() == theirs.get(&doc) {
                         continue;
                     }
@@ -387,6 +572,9 @@ impl SyncEngine {
                 };
                 out.changed |= changed;
                 self.note_remote(ws, doc, now_ms);
+                if changed {
+                    self.progress(from, now_ms);
+                }
                 if let Some(theirs) = &state.their_heads {
                     if let Some((_, heads)) = self.unacked.get(&doc) {
                         if heads.iter().all(|h| theirs.contains(h)) {
@@ -427,31 +615,30 @@ impl SyncEngine {
                     remote.sessions.insert(doc, state);
                 }
             }
-            Message::Change {
-                id,
-                doc,
-                deps,
-                bytes,
+            // Merged in bulk before the rest (see `merge_in_bulk`).
+            Message::Change { .. } | Message::Snapshot { .. } => {}
+            Message::Heartbeat {
+                digest,
+                catching_up,
             } => {
-                if ws.has_heads(doc, &deps)? {
-                    out.changed |= ws.merge_changes(doc, &bytes)?;
-                    self.note_remote(ws, doc, now_ms);
-                    self.outbox
-                        .push((Target::One(from), Message::Ack { id, doc }));
-                } else {
-                    // A gap: we missed something this change builds on.
-                    self.start_session(ws, from, doc)?;
-                }
-            }
-            Message::Heartbeat { digest } => {
-                let due = self
-                    .peers
-                    .get(&from)
-                    .is_some_and(|r| now_ms - r.last_request_ms >= RESYNC_AFTER_MS);
                 let same = digest == self.digest(ws);
                 self.delivered_if(same);
-                if due && !same {
-                    self.request_sync(ws, from, now_ms);
+                let remote = self.peers.entry(from).or_default();
+                remote.digest = Some(digest);
+                remote.catching_up = catching_up;
+                if same {
+                    remote.mismatch_since = None;
+                    self.catch_up.retain(|p| *p != from);
+                    return Ok(());
+                }
+                // Differing digests with nothing arriving for a while, from a
+                // peer not busy catching up itself: something was lost.
+                let since = *remote.mismatch_since.get_or_insert(now_ms);
+                let due = now_ms - since >= RESYNC_AFTER_MS
+                    && now_ms - remote.last_request_ms >= RESYNC_AFTER_MS
+                    && !catching_up;
+                if due {
+                    self.queue_catch_up(from);
                 }
             }
             Message::Ack { id, doc } => {
@@ -534,13 +721,20 @@ impl SyncEngine {
     /// Heartbeats; call every few hundred milliseconds.
     pub fn tick<S: Store>(&mut self, ws: &mut Workspace<S>, now_ms: i64) -> Output {
         let mut out = Output::default();
+        self.pump_catch_up(ws, now_ms);
         if now_ms - self.last_heartbeat_ms >= HEARTBEAT_MS && !self.peers.is_empty() {
             self.last_heartbeat_ms = now_ms;
             let digest = self.digest(ws);
-            self.outbox
-                .push((Target::All, Message::Heartbeat { digest }));
-            self.flush(&mut out);
+            let catching_up = self.catching_up(ws);
+            self.outbox.push((
+                Target::All,
+                Message::Heartbeat {
+                    digest,
+                    catching_up,
+                },
+            ));
         }
+        self.flush(&mut out);
         out
     }
 
@@ -604,6 +798,12 @@ impl SyncEngine {
     }
 
     fn digest<S: Store>(&self, ws: &Workspace<S>) -> [u8; 32] {
+        let generation = ws.heads_generation();
+        if let Some((g, d)) = self.digest_cache.get() {
+            if g == generation {
+                return d;
+            }
+        }
         let mut h = Sha256::new();
         for (k, i) in ws.doc_heads() {
             h.update(k.as_string().as_bytes());
@@ -611,7 +811,9 @@ impl SyncEngine {
                 h.update(head.0);
             }
         }
-        h.finalize().into()
+        let digest: [u8; 32] = h.finalize().into();
+        self.digest_cache.set(Some((generation, digest)));
+        digest
     }
 
     /// Seals the outbox into frames, one batch per target.

@@ -18,7 +18,9 @@ use crate::FileId;
 /// The envelope version this build writes and reads.
 pub const ENVELOPE_VERSION: u8 = 1;
 /// The protocol a peer speaks, announced in its [`Message::Handshake`].
-pub const PROTOCOL: u16 = 1;
+/// 2: whole documents for a peer that lacks them ([`Message::Snapshot`]), and
+/// heartbeats that say whether their sender is still catching up.
+pub const PROTOCOL: u16 = 2;
 /// Envelope bytes before the data.
 const ENVELOPE_HEAD: usize = 13;
 /// Data bytes per part: a sealed part fits the relay's frame limit with room to spare.
@@ -58,10 +60,16 @@ pub enum Message {
         deps: Vec<ChangeHash>,
         bytes: Vec<u8>,
     },
-    /// Periodic liveness, carrying the digest so a missed message is noticed.
-    Heartbeat { digest: [u8; 32] },
+    /// Periodic liveness, carrying the digest so a missed message is noticed,
+    /// and whether the sender is still catching up (nobody asks it to sync then).
+    Heartbeat { digest: [u8; 32], catching_up: bool },
     /// "Change `id` is merged and on my disk": the sender may count it as delivered.
     Ack { id: u64, doc: DocKey },
+    /// A whole document (its stored snapshot and chunks, as `load_incremental`
+    /// takes them), for a peer whose sync request did not list it: one message
+    /// instead of a sync conversation, so a newcomer receives the workspace as
+    /// one stream.
+    Snapshot { doc: DocKey, bytes: Vec<u8> },
 }
 
 /// Why a payload could not be read as messages.
@@ -85,6 +93,7 @@ const SYNC_RESPONSE: u8 = 3;
 const CHANGE: u8 = 4;
 const HEARTBEAT: u8 = 5;
 const ACK: u8 = 6;
+const SNAPSHOT: u8 = 7;
 
 struct Writer(Vec<u8>);
 
@@ -197,6 +206,7 @@ impl Message {
             Message::Change { .. } => CHANGE,
             Message::Heartbeat { .. } => HEARTBEAT,
             Message::Ack { .. } => ACK,
+            Message::Snapshot { .. } => SNAPSHOT,
         }
     }
 
@@ -242,7 +252,17 @@ impl Message {
                 w.hashes(deps);
                 w.bytes(bytes);
             }
-            Message::Heartbeat { digest } => w.0.extend_from_slice(digest),
+            Message::Heartbeat {
+                digest,
+                catching_up,
+            } => {
+                w.0.extend_from_slice(digest);
+                w.u8(u8::from(*catching_up));
+            }
+            Message::Snapshot { doc, bytes } => {
+                w.doc(*doc);
+                w.bytes(bytes);
+            }
             Message::Ack { id, doc } => {
                 w.u64(*id);
                 w.doc(*doc);
@@ -283,7 +303,14 @@ impl Message {
                 deps: r.hashes()?,
                 bytes: r.bytes()?.to_vec(),
             },
-            HEARTBEAT => Message::Heartbeat { digest: r.array()? },
+            HEARTBEAT => Message::Heartbeat {
+                digest: r.array()?,
+                catching_up: r.u8()? != 0,
+            },
+            SNAPSHOT => Message::Snapshot {
+                doc: r.doc()?,
+                bytes: r.bytes()?.to_vec(),
+            },
             ACK => Message::Ack {
                 id: r.u64()?,
                 doc: r.doc()?,
@@ -458,7 +485,14 @@ mod tests {
                 deps: vec![ChangeHash([5; 32])],
                 bytes: vec![6; 10],
             },
-            Message::Heartbeat { digest: [7; 32] },
+            Message::Heartbeat {
+                digest: [7; 32],
+                catching_up: true,
+            },
+            Message::Snapshot {
+                doc: DocKey::Index,
+                bytes: vec![1, 2, 3],
+            },
             Message::Ack {
                 id: 77,
                 doc: DocKey::File(id),

@@ -108,17 +108,26 @@ impl<S: Store> Workspace<S> {
         writes.sort_by(|a, b| a.path.cmp(&b.path));
         let mut ops = removes;
         for w in writes {
-            let Some(doc) = self.docs.file(w.id)? else {
-                clean.push(w.id);
-                continue;
+            let fresh = self
+                .rendered
+                .remove(&w.id)
+                .filter(|(heads, _)| *heads == w.heads);
+            let bytes = match fresh {
+                Some((_, bytes)) => bytes,
+                None => {
+                    let Some(doc) = self.docs.file(w.id)? else {
+                        clean.push(w.id);
+                        continue;
+                    };
+                    if !doc.is_ready() {
+                        // Its creator's first change has not arrived: when
+                        // it does, the file is marked again.
+                        clean.push(w.id);
+                        continue;
+                    }
+                    doc.render()?
+                }
             };
-            if !doc.is_ready() {
-                // Its creator's first change has not arrived: when it does,
-                // the file is marked again.
-                clean.push(w.id);
-                continue;
-            }
-            let bytes = doc.render()?;
             if w.here == Some(content_hash(bytes.as_bytes())) {
                 if let Some(lf) = self.local.get(&w.id) {
                     let file = LocalFile {
@@ -138,6 +147,7 @@ impl<S: Store> Workspace<S> {
                 heads: w.heads,
             });
         }
+        self.rendered.clear();
         // A file with an operation still pending stays marked.
         let pending: std::collections::HashSet<FileId> = ops.iter().map(op_file).collect();
         for id in clean {

@@ -106,6 +106,8 @@ pub(super) struct Docs<S: Store> {
     actor: ActorId,
     /// Heads and sizes of every document, committed or staged.
     infos: BTreeMap<DocKey, DocInfo>,
+    /// Bumped whenever any document's heads change.
+    generation: u64,
     staged: Staged,
     cache: Lru,
 }
@@ -122,6 +124,7 @@ impl<S: Store> Docs<S> {
             store,
             actor,
             infos,
+            generation: next_generation(),
             staged: Staged::default(),
             cache: Lru::default(),
         })
@@ -137,6 +140,12 @@ impl<S: Store> Docs<S> {
 
     pub fn infos(&self) -> &BTreeMap<DocKey, DocInfo> {
         &self.infos
+    }
+
+    /// Changes whenever any document's heads change: lets a digest of every
+    /// document's heads be computed once per change, not once per use.
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     pub fn heads(&self, key: DocKey) -> Vec<ChangeHash> {
@@ -222,6 +231,7 @@ impl<S: Store> Docs<S> {
             None => doc.save(),
         });
         self.infos.insert(key, new);
+        self.generation = next_generation();
         Ok(())
     }
 
@@ -250,6 +260,7 @@ impl<S: Store> Docs<S> {
             },
         );
         self.infos.insert(key, info);
+        self.generation = next_generation();
     }
 
     /// Stages the index's changes since it was last staged.
@@ -283,6 +294,7 @@ impl<S: Store> Docs<S> {
             },
         );
         self.infos.insert(DocKey::Index, new);
+        self.generation = next_generation();
     }
 
     /// Stages what is on disk for one file (`None`: nothing any more).
@@ -352,6 +364,7 @@ impl<S: Store> Docs<S> {
     /// Forgets everything staged and loaded since `checkpoint`.
     pub fn rollback(&mut self, checkpoint: Checkpoint) {
         self.infos = checkpoint.infos;
+        self.generation = next_generation();
         self.staged = Staged::default();
         self.cache.clear();
     }
@@ -391,6 +404,14 @@ fn stage_doc(
     }
     info.heads = heads;
     info
+}
+
+/// Generations are unique across every workspace of the process, so a digest
+/// cached against one is never taken for another's (a daemon reopens its
+/// workspace after another process committed).
+fn next_generation() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 fn activity_row(c: ChangeInfo, file: Option<FileId>, path: String) -> ActivityRow {

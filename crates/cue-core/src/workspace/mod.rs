@@ -29,7 +29,7 @@ mod record;
 mod remote;
 mod trash;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use automerge::ActorId;
 use sha2::{Digest, Sha256};
@@ -141,6 +141,9 @@ pub struct Workspace<S: Store> {
     /// Files whose disk state may differ from what the documents say: the
     /// next plan looks at these only.
     dirty: BTreeSet<FileId>,
+    /// Files rendered as they arrived, by heads: a plan right after a bulk
+    /// merge writes them without loading each document again.
+    rendered: HashMap<FileId, (Vec<ChangeHash>, String)>,
 }
 
 impl<S: Store> Workspace<S> {
@@ -205,6 +208,7 @@ impl<S: Store> Workspace<S> {
             local,
             tombstone_ms: i64::from(DEFAULT_TOMBSTONE_DAYS) * DAY_MS,
             dirty: BTreeSet::new(),
+            rendered: HashMap::new(),
         };
         ws.reread_entries()?;
         ws.dirty.extend(ws.local.ids());
@@ -284,6 +288,20 @@ impl<S: Store> Workspace<S> {
     /// between peers without loading any document.
     pub fn doc_heads(&self) -> &BTreeMap<DocKey, DocInfo> {
         self.docs.infos()
+    }
+
+    /// Changes whenever any document's heads change (see [`Self::doc_heads`]).
+    pub fn heads_generation(&self) -> u64 {
+        self.docs.generation()
+    }
+
+    /// A document as stored (its snapshot and chunks, one after the other),
+    /// without loading it: what a peer that has none of it receives.
+    pub fn saved_doc(&mut self, key: DocKey) -> Result<Option<Vec<u8>>, WorkspaceError> {
+        if key == DocKey::Index {
+            return Ok(Some(self.index.save()));
+        }
+        Ok(self.docs.chunks(key)?.map(|chunks| chunks.concat()))
     }
 
     /// Live files whose path starts with `prefix` (`"cards/"`, or `""` for all),

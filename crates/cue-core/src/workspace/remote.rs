@@ -8,6 +8,10 @@ use crate::FileId;
 
 use super::{Workspace, WorkspaceError};
 
+/// New documents loaded per thread at a time by [`Workspace::merge_many`]:
+/// enough to keep every core busy, few enough that memory stays small.
+const LOAD_GROUP: usize = 32;
+
 impl<S: Store> Workspace<S> {
     /// The changes of `key` after `heads`: the body of a broadcast edit.
     pub fn changes_after(
@@ -63,6 +67,81 @@ impl<S: Store> Workspace<S> {
                 }
             }
         }
+    }
+
+    /// Merges many documents' changes at once (a burst, a newcomer's first
+    /// fill): documents this peer lacks are loaded and rendered on every core,
+    /// a few dozen at a time, and stored as the bytes that came. Returns, per
+    /// document in order, whether it changed or why it was refused.
+    pub fn merge_many(
+        &mut self,
+        docs: Vec<(DocKey, Vec<u8>)>,
+    ) -> Vec<Result<bool, WorkspaceError>> {
+        let mut results: Vec<Option<Result<bool, WorkspaceError>>> =
+            docs.iter().map(|_| None).collect();
+        let mut fresh: Vec<(usize, FileId, Vec<u8>)> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for (i, (key, bytes)) in docs.into_iter().enumerate() {
+            match key {
+                DocKey::File(id) if !self.docs.infos().contains_key(&key) && seen.insert(id) => {
+                    fresh.push((i, id, bytes))
+                }
+                _ => results[i] = Some(self.merge_changes(key, &bytes)),
+            }
+        }
+        let threads = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .clamp(1, 8);
+        let actor = self.actor.clone();
+        for group in fresh.chunks(LOAD_GROUP * threads) {
+            let load = |(_, _, bytes): &(usize, FileId, Vec<u8>)| -> Result<(FileDoc, Option<String>), DocError> {
+                let doc = FileDoc::load_untrusted(bytes, actor.clone())?;
+                let rendered = if doc.is_ready() { Some(doc.render()?) } else { None };
+                Ok((doc, rendered))
+            };
+            let loaded: Vec<Result<(FileDoc, Option<String>), DocError>> = if group.len() < 4 {
+                group.iter().map(load).collect()
+            } else {
+                let per = group.len().div_ceil(threads);
+                std::thread::scope(|scope| {
+                    let handles: Vec<_> = group
+                        .chunks(per)
+                        .map(|chunk| scope.spawn(|| chunk.iter().map(load).collect::<Vec<_>>()))
+                        .collect();
+                    handles
+                        .into_iter()
+                        .flat_map(|h| {
+                            h.join().unwrap_or_else(|_| {
+                                vec![Err(DocError::Refused("loading a document panicked".into()))]
+                            })
+                        })
+                        .collect()
+                })
+            };
+            for ((i, id, bytes), result) in group.iter().zip(loaded) {
+                results[*i] = Some(match result {
+                    Err(e) => Err(e.into()),
+                    Ok((mut doc, rendered)) => {
+                        if doc.heads().is_empty() {
+                            Ok(false)
+                        } else {
+                            let path = self.path_of_entry(*id);
+                            self.docs
+                                .stage_received(*id, &mut doc, bytes.clone(), &path);
+                            if let Some(text) = rendered {
+                                self.rendered.insert(*id, (doc.heads(), text));
+                            }
+                            self.doc_changed(*id).map(|()| true)
+                        }
+                    }
+                });
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or(Err(WorkspaceError::Internal("a document was not merged"))))
+            .collect()
     }
 
     /// The next automerge sync message for `key`, for the peer whose sync

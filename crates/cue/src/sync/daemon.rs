@@ -25,11 +25,20 @@ use crate::session::{open_session, Session};
 use crate::store::WriteLock;
 use cue_core::disk::Scope;
 
+/// What changed on disk, as the watcher saw it.
+#[derive(Debug)]
+pub enum DiskChange {
+    /// These paths or folders (relative to `.cuedeck/`, `project/…`).
+    Paths(Vec<String>),
+    /// Events were lost: everything must be looked at.
+    Everything,
+}
+
 /// What the engine thread reacts to.
 #[derive(Debug)]
 pub enum Event {
     /// Something changed under the watched folders.
-    Disk,
+    Disk(DiskChange),
     /// A frame from the relay.
     Frame(Vec<u8>),
     Connected,
@@ -55,9 +64,9 @@ enum Flow {
 }
 
 const TICK: Duration = Duration::from_millis(250);
-/// A full scan this often, in case the watcher missed something (an
-/// overflowed event queue, a folder created and filled at once).
-const RESCAN: Duration = Duration::from_secs(30);
+/// A full scan this often, as a safety net: the watcher reports the paths
+/// that changed, and a lost event makes it ask for a full scan itself.
+const RESCAN: Duration = Duration::from_secs(300);
 /// How soon a write of received changes that failed is tried again.
 const RETRY_WRITES: Duration = Duration::from_secs(2);
 
@@ -80,10 +89,12 @@ pub struct Daemon {
     engine: SyncEngine,
     relay: String,
     status: DaemonStatus,
-    status_written: Instant,
+    /// When the status file was last written (`None`: never).
+    status_written: Option<Instant>,
     out: Option<tmpsc::UnboundedSender<Vec<u8>>>,
     quiet_since: Instant,
-    last_scan: Instant,
+    /// When the last full scan ran (`None`: one is due now).
+    last_scan: Option<Instant>,
     /// When to try again the writes of received changes that failed.
     retry_writes: Option<Instant>,
     saw_peer: bool,
@@ -165,13 +176,17 @@ pub fn run(
     let watching = matches!(mode, Mode::Watch);
     // Watch before the first scan, so that no save falls between the two.
     let _watch = if watching {
-        Some(super::watch::start(&session.layout, tx.clone())?)
+        Some(super::watch::start(
+            &session.layout,
+            &session.filters,
+            tx.clone(),
+        )?)
     } else {
         None
     };
     // When catching up fails (a full disk, say), the daemon still starts and
     // the first tick retries, as the event loop does with any such problem.
-    let mut first_scan = Instant::now();
+    let mut first_scan = Some(Instant::now());
     let mut problem = None;
     if watching {
         // Edits made while no daemon ran are recorded (and later synced) first.
@@ -181,7 +196,7 @@ pub fn run(
             problem = Some(format!("{e:#}"));
             session = open_session(session.layout.clone())
                 .context("reloading the sync state after an error")?;
-            first_scan = first_scan.checked_sub(RESCAN).unwrap_or(first_scan);
+            first_scan = None;
         }
     }
     let seed = random_seed()?;
@@ -227,7 +242,7 @@ pub fn run(
         relay: target.url,
         session,
         engine,
-        status_written: Instant::now() - Duration::from_secs(10),
+        status_written: None,
         out: Some(out),
         quiet_since: Instant::now(),
         last_scan: first_scan,
@@ -294,7 +309,8 @@ impl Daemon {
     fn handle(&mut self, event: Event, mode: &Mode) -> Result<Flow> {
         self.reload_if_needed()?;
         match event {
-            Event::Disk => self.on_disk()?,
+            Event::Disk(DiskChange::Paths(paths)) => self.on_disk(Scope::Under(&paths))?,
+            Event::Disk(DiskChange::Everything) => self.on_disk(Scope::All)?,
             Event::Frame(bytes) => self.on_frame(&bytes, mode)?,
             Event::Connected => {
                 self.status.connected = true;
@@ -322,8 +338,10 @@ impl Daemon {
             Event::Tick => {
                 let out = self.engine.tick(&mut self.session.ws, disk::now_ms());
                 self.send(out.frames);
-                if matches!(mode, Mode::Watch) && self.last_scan.elapsed() >= RESCAN {
-                    self.on_disk()?;
+                if matches!(mode, Mode::Watch)
+                    && self.last_scan.is_none_or(|t| t.elapsed() >= RESCAN)
+                {
+                    self.on_disk(Scope::All)?;
                 }
                 if matches!(mode, Mode::Watch)
                     && self.retry_writes.is_some_and(|at| Instant::now() >= at)
@@ -366,9 +384,11 @@ impl Daemon {
         Ok(())
     }
 
-    fn on_disk(&mut self) -> Result<()> {
-        self.last_scan = Instant::now();
-        let changes = self.session.scan(Scope::All, false, &mut |_, _| {})?;
+    fn on_disk(&mut self, scope: Scope<'_>) -> Result<()> {
+        if matches!(scope, Scope::All) {
+            self.last_scan = Some(Instant::now());
+        }
+        let changes = self.session.scan(scope, false, &mut |_, _| {})?;
         for s in &changes.skipped {
             self.report(&s.to_string());
         }
@@ -507,14 +527,16 @@ impl Daemon {
         self.status.unsent_changes = s.unsent;
         self.status.full_resync = s.full_resync;
         if force
-            || (changed && self.status_written.elapsed() >= Duration::from_millis(200))
-            || self.status_written.elapsed() >= Duration::from_secs(2)
+            || self.status_written.is_none_or(|t| {
+                (changed && t.elapsed() >= Duration::from_millis(200))
+                    || t.elapsed() >= Duration::from_secs(2)
+            })
         {
             self.status.updated_ms = disk::now_ms();
             if let Err(e) = status::write_status(&self.session.layout, &self.status) {
                 warn!("cannot write the daemon status: {e}");
             }
-            self.status_written = Instant::now();
+            self.status_written = Some(Instant::now());
         }
     }
 }

@@ -222,7 +222,10 @@ fn every_bad_input_gets_a_clear_error_and_loses_nothing() {
             Box::new(|| {
                 let mut h = Hostile::join(&relay, key.clone());
                 h.key = WorkspaceKey::from_bytes([1; 32]);
-                h.broadcast(&[Message::Heartbeat { digest: [0; 32] }]);
+                h.broadcast(&[Message::Heartbeat {
+                    digest: [0; 32],
+                    catching_up: false,
+                }]);
                 Some(h)
             }),
             Some("different workspace key"),
