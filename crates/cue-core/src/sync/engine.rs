@@ -235,6 +235,11 @@ impl SyncEngine {
         }
         match frame.header.kind {
             FrameKind::Welcome => {
+                // The relay assigns this connection's peer id; a relay that
+                // assigns none (the simulator's model relay) sends zero.
+                if !frame.header.recipient.is_zero() {
+                    self.me = frame.header.recipient;
+                }
                 self.peers.clear();
                 for peer in frame.welcome_peers() {
                     if peer != self.me {
@@ -261,6 +266,9 @@ impl SyncEngine {
             FrameKind::Broadcast | FrameKind::Direct => {
                 self.on_peer_frame(ws, &frame.header, frame.payload, now_ms, &mut out)?;
             }
+            // Room admission is the transport's business, done before it
+            // reports the connection; neither kind carries sync data.
+            FrameKind::Challenge | FrameKind::Auth => {}
         }
         ws.commit_remote()?;
         self.flush(&mut out);
