@@ -202,7 +202,10 @@ impl RelayConfig {
             ("header timeout", self.header_timeout.as_millis()),
             ("admission timeout", self.admission_timeout.as_millis()),
             ("max connections per IP", self.max_conns_per_ip as u128),
-            ("max unadmitted connections per IP", self.max_unadmitted_per_ip as u128),
+            (
+                "max unadmitted connections per IP",
+                self.max_unadmitted_per_ip as u128,
+            ),
             ("max unadmitted connections", self.max_unadmitted as u128),
             ("shed log interval", self.shed_log_interval.as_millis()),
         ];

@@ -695,7 +695,11 @@ mod tests {
             key.sign(&old).to_frame(&challenge)
         };
         let cases = [
-            (wrong_signature.encode(), close::ADMISSION_REFUSED, "signature"),
+            (
+                wrong_signature.encode(),
+                close::ADMISSION_REFUSED,
+                "signature",
+            ),
             (
                 stranger.sign(&challenge).to_frame(&challenge).encode(),
                 close::ADMISSION_REFUSED,

@@ -123,18 +123,19 @@ impl Relay {
             tasks: TaskTracker::new(),
         });
         let router = http::router(Arc::clone(&shared));
-        shared.tasks.spawn(server::accept_loop(
-            listener,
-            Arc::clone(&shared),
-            router,
-        ));
+        shared
+            .tasks
+            .spawn(server::accept_loop(listener, Arc::clone(&shared), router));
         shared.tasks.spawn(flush_shed_log(Arc::clone(&shared)));
 
         shutdown.await;
         info!("shutting down: closing connections");
         shared.shutdown.cancel();
         shared.tasks.close();
-        if tokio::time::timeout(grace, shared.tasks.wait()).await.is_err() {
+        if tokio::time::timeout(grace, shared.tasks.wait())
+            .await
+            .is_err()
+        {
             warn!(
                 ?grace,
                 "connections still open after the shutdown grace; dropping them"

@@ -118,9 +118,9 @@ impl Rooms {
         // The queue holds at least one frame and the Challenge has been
         // written (the writer sent it before the Auth could arrive), so this
         // cannot fail: the Welcome is the first frame after the Challenge.
-        let _ = outbox
-            .queue
-            .try_send(Bytes::from(Frame::welcome_for(room_id, peer, &present).encode()));
+        let _ = outbox.queue.try_send(Bytes::from(
+            Frame::welcome_for(room_id, peer, &present).encode(),
+        ));
 
         room.seats.insert(peer, Seat { outbox });
         let joined = Bytes::from(Frame::peer_joined(room_id, peer).encode());

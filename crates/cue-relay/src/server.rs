@@ -168,6 +168,9 @@ mod tests {
         let text = std::str::from_utf8(REFUSED_RESPONSE).unwrap_or_default();
         let (head, body) = text.split_once("\r\n\r\n").unwrap_or_default();
         assert!(head.starts_with("HTTP/1.1 429 "));
-        assert!(head.contains(&format!("content-length: {}", body.len())), "{text}");
+        assert!(
+            head.contains(&format!("content-length: {}", body.len())),
+            "{text}"
+        );
     }
 }
