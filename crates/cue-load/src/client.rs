@@ -524,7 +524,10 @@ impl Dialer {
         let welcome = next_binary(&mut ws, "Welcome").await?;
         let frame = FrameRef::decode(&welcome).context("bad frame after the Auth")?;
         if frame.header.kind != FrameKind::Welcome {
-            bail!("the frame after the Auth was {}, not Welcome", frame.header.kind);
+            bail!(
+                "the frame after the Auth was {}, not Welcome",
+                frame.header.kind
+            );
         }
         Ok((ws, peer))
     }

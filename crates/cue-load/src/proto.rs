@@ -154,7 +154,6 @@ impl Layout {
         seed[28..].copy_from_slice(&room.to_be_bytes());
         AdmissionKey::from_seed(seed)
     }
-
 }
 
 /// What a receiver learns from a measurement payload.
