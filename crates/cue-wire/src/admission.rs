@@ -348,7 +348,10 @@ mod tests {
             public_key: key.public_key(),
             ..proof
         };
-        assert_eq!(verify(&challenge, &forged), Err(AdmissionError::BadSignature));
+        assert_eq!(
+            verify(&challenge, &forged),
+            Err(AdmissionError::BadSignature)
+        );
         // And a client refuses to sign for another room.
         assert_eq!(
             stranger.answer(&challenge.to_frame().encode()).unwrap_err(),
@@ -407,12 +410,17 @@ mod tests {
             public_key: bad,
             signature: [0; SIGNATURE_LEN],
         };
-        assert_eq!(verify(&challenge, &proof), Err(AdmissionError::BadPublicKey));
+        assert_eq!(
+            verify(&challenge, &proof),
+            Err(AdmissionError::BadPublicKey)
+        );
     }
 
     #[test]
     fn the_signed_message_is_laid_out_field_by_field() {
         let message = signed_message(&RoomId([1; 32]), &[2; NONCE_LEN], &PeerId([3; 16]));
+        // docs/FORMAT.md gives this layout and size.
+        assert_eq!(SIGNED_MESSAGE_LEN, 112);
         assert_eq!(&message[..SIGNED_CONTEXT.len()], SIGNED_CONTEXT);
         let rest = &message[SIGNED_CONTEXT.len()..];
         assert_eq!(&rest[..32], &[1; 32]);
