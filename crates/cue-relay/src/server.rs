@@ -9,6 +9,7 @@
 
 use std::convert::Infallible;
 use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -121,7 +122,13 @@ async fn serve_http(
     let evicted = slot.evicted.clone();
     let deadline = slot.accepted_at + shared.config.admission_timeout;
     let handle = ConnHandle(Arc::new(Mutex::new(Some(slot))));
+    // Whether a whole request head ever arrived: the header deadline also
+    // closes idle keep-alive connections (a metrics scraper between
+    // scrapes), which is housekeeping, not shedding.
+    let served = Arc::new(AtomicBool::new(false));
+    let saw_request = Arc::clone(&served);
     let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+        saw_request.store(true, Ordering::Relaxed);
         request.extensions_mut().insert(handle.clone());
         let mut router = router.clone();
         async move { Ok::<_, Infallible>(router.call(request).await.unwrap_or_else(|e| match e {})) }
@@ -137,8 +144,10 @@ async fn serve_http(
         tokio::select! {
             result = conn.as_mut() => {
                 if let Err(err) = result {
-                    if err.is_timeout() {
+                    if err.is_timeout() && !served.load(Ordering::Relaxed) {
                         shared.shed.note(&shared.metrics, Shed::HeaderTimeout);
+                    } else if err.is_timeout() {
+                        debug!("idle keep-alive connection closed");
                     } else {
                         debug!(%err, "HTTP connection failed");
                     }

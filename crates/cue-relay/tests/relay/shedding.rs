@@ -104,6 +104,23 @@ async fn slowloris_sockets_are_closed_after_the_header_deadline() {
 }
 
 #[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed_but_not_counted_as_shed() {
+    let relay = TestRelay::start(RelayConfig {
+        header_timeout: Duration::from_millis(300),
+        ..RelayConfig::default()
+    })
+    .await;
+    let mut tcp = tcp_from([127, 0, 0, 1], relay.addr).await;
+    tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let answer = until_closed(&mut tcp).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let m = relay.wait_metrics(|m| m.unadmitted == 0).await;
+    assert_eq!(m.header_timeouts, 0);
+}
+
+#[tokio::test]
 async fn a_member_gets_in_while_a_slowloris_fills_the_unadmitted_caps() {
     let logs = Logs::default();
     let _guard = logs.capture();
