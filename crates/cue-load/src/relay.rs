@@ -14,7 +14,7 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 use cue_relay::RelayConfig;
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 use tokio::time::timeout;
 
@@ -75,8 +75,7 @@ pub fn serve_builtin(args: RelayArgs) -> anyhow::Result<()> {
         .context("cannot start the relay runtime")?;
     runtime.block_on(async {
         let relay = cue_relay::Relay::new(config).context("invalid relay flags")?;
-        let listener = TcpListener::bind(args.listen)
-            .await
+        let listener = cue_relay::bind(args.listen)
             .with_context(|| format!("cannot listen on {}", args.listen))?;
         let addr = listener
             .local_addr()

@@ -24,9 +24,10 @@
 
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
@@ -59,6 +60,31 @@ pub enum RelayError {
     /// The server failed.
     #[error("relay server failed: {0}")]
     Io(#[from] io::Error),
+}
+
+/// Backlog of the listening socket: connections the kernel has completed and
+/// queues until the relay accepts them. Under a connection flood the relay
+/// accepts as fast as its share of the CPU allows; when the queue is full the
+/// kernel drops a real client's SYN, and the client resends it only after a
+/// second (`cue-load attack` with tokio's default of 1,024: a member's join
+/// took 1.05 s, and the kernel counted 11,080 listen overflows). The kernel
+/// caps it at `net.core.somaxconn` (4,096 by default since Linux 5.4).
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// A listening socket for a relay on `addr`, with [`LISTEN_BACKLOG`]:
+/// what `cue-relay` binds; programs that embed the relay should use it too.
+pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    // As std and tokio do on Unix, so a restarted relay can bind its port
+    // while the old connections linger in TIME_WAIT.
+    #[cfg(unix)]
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// What every task of one relay shares.

@@ -10,7 +10,6 @@ use anyhow::Context as _;
 use clap::builder::TypedValueParser as _;
 use clap::Parser;
 use cue_relay::config::{self, RelayConfig};
-use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
 /// Stateless, zero-knowledge WebSocket relay for CueDeck Sync.
@@ -192,9 +191,8 @@ async fn main() -> anyhow::Result<()> {
         .init();
 
     let relay = cue_relay::Relay::new(cli.relay_config()).context("invalid flags")?;
-    let listener = TcpListener::bind(cli.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", cli.listen))?;
+    let listener =
+        cue_relay::bind(cli.listen).with_context(|| format!("cannot listen on {}", cli.listen))?;
     let addr = listener
         .local_addr()
         .context("cannot read the bound address")?;

@@ -401,7 +401,13 @@ mod tests {
             Frame::welcome(ROOM_ID, &[]),
             Frame::welcome(ROOM_ID, &[ALICE, BOB]),
             Frame::welcome_for(ROOM_ID, ALICE, &[BOB]),
-            Frame::with(FrameKind::Challenge, ROOM_ID, PeerId::ZERO, BOB, vec![3; 32]),
+            Frame::with(
+                FrameKind::Challenge,
+                ROOM_ID,
+                PeerId::ZERO,
+                BOB,
+                vec![3; 32],
+            ),
             Frame::with(FrameKind::Auth, ROOM_ID, BOB, PeerId::ZERO, vec![4; 96]),
             Frame::broadcast(ROOM_ID, ALICE, vec![0xff; MAX_FRAME_BYTES]),
         ];
@@ -510,8 +516,14 @@ mod tests {
         let mut bytes = Frame::welcome(ROOM_ID, &[ALICE, BOB]).encode();
         bytes[38] = 0x80;
         let kind = FrameKind::Welcome;
-        assert_eq!(Frame::decode(&bytes), Err(WireError::UnexpectedSender { kind }));
-        assert_eq!(Header::decode(&bytes), Err(WireError::UnexpectedSender { kind }));
+        assert_eq!(
+            Frame::decode(&bytes),
+            Err(WireError::UnexpectedSender { kind })
+        );
+        assert_eq!(
+            Header::decode(&bytes),
+            Err(WireError::UnexpectedSender { kind })
+        );
         for kind in [FrameKind::Welcome, FrameKind::Challenge] {
             let header = Header {
                 sender: ALICE,

@@ -202,11 +202,15 @@ mod tests {
         // Deterministic: every member derives the same pair.
         assert_eq!(
             admission.public_key(),
-            WorkspaceKey::from_bytes([7; 32]).admission_key().public_key()
+            WorkspaceKey::from_bytes([7; 32])
+                .admission_key()
+                .public_key()
         );
         assert_ne!(
             admission.public_key(),
-            WorkspaceKey::from_bytes([8; 32]).admission_key().public_key()
+            WorkspaceKey::from_bytes([8; 32])
+                .admission_key()
+                .public_key()
         );
     }
 }
