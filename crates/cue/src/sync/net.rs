@@ -26,6 +26,7 @@ use cue_wire::{close, AdmissionKey, FrameKind, FrameRef, Header, PeerId};
 
 /// Where the embedded relay listens when no relay is configured.
 pub const DEFAULT_RELAY: &str = "ws://127.0.0.1:7878";
+/// Where the embedded relay listens (the address of [`DEFAULT_RELAY`]).
 const DEFAULT_LISTEN: &str = "127.0.0.1:7878";
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
@@ -335,7 +336,8 @@ fn closed(code: u16, reason: String) -> Ended {
 /// Starts the embedded relay on the default address; false if the port is
 /// taken (another peer hosts it, or something else listens there).
 async fn host_embedded_relay() -> bool {
-    let listener = match tokio::net::TcpListener::bind(DEFAULT_LISTEN).await {
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], 7878));
+    let listener = match cue_relay::bind(addr) {
         Ok(l) => l,
         Err(e) => {
             debug!("not hosting a relay on {DEFAULT_LISTEN}: {e}");
