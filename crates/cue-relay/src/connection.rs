@@ -368,15 +368,26 @@ async fn admit(
 /// frame that proves nothing. A pure function, so it can be fuzzed and tested
 /// without a socket.
 pub fn check_auth_frame(frame: &[u8], challenge: &Challenge) -> Result<(), Close> {
-    let proof = match AuthProof::decode(frame, challenge) {
-        Ok(proof) => proof,
-        Err(AdmissionError::UnexpectedKind { got, .. }) => {
+    // The kind first: any other kind of frame is "not an Auth first" (4428),
+    // whatever else is wrong with it (found by the relay_admission fuzz
+    // target: a Challenge-kind frame with a long payload was called a bad
+    // frame, 4000).
+    match Header::decode(frame) {
+        Ok(header) if header.kind != FrameKind::Auth => {
             return Err(Close::with_reason(
                 close::ADMISSION_REQUIRED,
-                format!("admission required: the first frame must be an Auth frame, not {got}"),
+                format!(
+                    "admission required: the first frame must be an Auth frame, not {}",
+                    header.kind
+                ),
             ))
         }
-        Err(AdmissionError::Wire(WireError::UnknownVersion(1))) => return Err(close::OUTDATED),
+        Ok(_) => {}
+        Err(WireError::UnknownVersion(1)) => return Err(close::OUTDATED),
+        Err(err) => return Err(close::bad_frame(err)),
+    }
+    let proof = match AuthProof::decode(frame, challenge) {
+        Ok(proof) => proof,
         Err(AdmissionError::Wire(err)) => return Err(close::bad_frame(err)),
         Err(err) => return Err(close::admission_refused(err)),
     };
@@ -714,6 +725,26 @@ mod tests {
             ),
             (v1, close::OUTDATED_PROTOCOL, "upgrade"),
             (vec![2, 3, 0], close::BAD_FRAME, "shorter"),
+            // Regression (relay_admission fuzz target): another kind with a
+            // malformed payload is still "not an Auth first".
+            (
+                {
+                    let mut frame = challenge.to_frame().encode();
+                    frame.extend_from_slice(&[0; 69]);
+                    frame
+                },
+                close::ADMISSION_REQUIRED,
+                "not challenge",
+            ),
+            (
+                {
+                    let mut frame = good.encode();
+                    frame.push(0);
+                    frame
+                },
+                close::BAD_FRAME,
+                "auth payload is 97 bytes",
+            ),
         ];
         for (bytes, code, words) in cases {
             let refused = check_auth_frame(&bytes, &challenge).unwrap_err();
