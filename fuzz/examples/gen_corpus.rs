@@ -101,6 +101,44 @@ fn wire() {
     write("relay_frame", "truncated", &[0, 1, 1, 0]);
 }
 
+/// relay_admission: byte 0 steers (bit 0: an Auth header of the connection,
+/// bit 1: the room's public key, bit 2: XOR into the genuine Auth frame).
+/// The fixture is the target's own: key seed [7; 32], peer [0x42; 16], nonce [0x5c; 32].
+fn admission() {
+    use cue_wire::admission::Challenge;
+    use cue_wire::AdmissionKey;
+    let key = AdmissionKey::from_seed([7; 32]);
+    let challenge = Challenge {
+        room: key.room_id(),
+        peer: PeerId([0x42; 16]),
+        nonce: [0x5c; 32],
+    };
+    let genuine = key.sign(&challenge).to_frame(&challenge).encode();
+    let stranger = AdmissionKey::from_seed([8; 32])
+        .sign(&challenge)
+        .to_frame(&challenge)
+        .encode();
+    let data = Frame::broadcast(challenge.room, challenge.peer, b"hi".to_vec()).encode();
+    let mut v1 = genuine.clone();
+    v1[0] = 1;
+    let seeds: [(&str, u8, Vec<u8>); 7] = [
+        ("genuine", 0, genuine.clone()),
+        ("genuine-flip-one", 4, {
+            let mut x = vec![0u8; 100];
+            x[99] = 1;
+            x
+        }),
+        ("stranger-key", 0, stranger.clone()),
+        ("stranger-signature-room-key", 2, stranger),
+        ("data-first", 0, data),
+        ("v1", 0, v1),
+        ("forced-header", 1, vec![0; 66 + 96]),
+    ];
+    for (name, steer, bytes) in &seeds {
+        write("relay_admission", name, &with(&[*steer], bytes));
+    }
+}
+
 fn frontmatter() {
     for (i, (_, text)) in FILES.iter().enumerate() {
         write("frontmatter", &format!("fixture-{i}"), text.as_bytes());
@@ -241,6 +279,7 @@ fn docs() {
 
 fn main() {
     wire();
+    admission();
     frontmatter();
     bundles();
     docs();

@@ -19,11 +19,14 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(&h.to_bytes()[..], &data[..HEADER_LEN], "header re-encodes");
             assert_eq!(h.validate(), Ok(()));
             // Who may send what: the per-kind rules hold for every decoded header.
-            assert_eq!(
-                h.sender.is_zero(),
-                h.kind == FrameKind::Welcome && h.sender.is_zero()
-            );
-            assert_eq!(!h.recipient.is_zero(), h.kind == FrameKind::Direct);
+            let no_sender = matches!(h.kind, FrameKind::Welcome | FrameKind::Challenge);
+            assert_eq!(h.sender.is_zero(), no_sender);
+            match h.kind {
+                FrameKind::Direct | FrameKind::Challenge => assert!(!h.recipient.is_zero()),
+                // The peer id the relay assigned, or zero from a model relay.
+                FrameKind::Welcome => {}
+                _ => assert!(h.recipient.is_zero()),
+            }
         }
         Err(WireError::TooShort { len }) => assert!(*len == data.len() && *len < HEADER_LEN),
         Err(_) => {}
@@ -40,20 +43,29 @@ fuzz_target!(|data: &[u8]| {
             let peers: Vec<PeerId> = f.welcome_peers().collect();
             if h.kind == FrameKind::Welcome {
                 assert_eq!(peers.len() * PeerId::LEN, f.payload.len());
-                assert_eq!(Frame::welcome(h.room, &peers), frame);
+                assert_eq!(Frame::welcome_for(h.room, h.recipient, &peers), frame);
             } else {
                 assert!(peers.is_empty());
             }
         }
-        // The only thing FrameRef adds to Header is the Welcome payload check.
+        // What FrameRef adds to Header: the payload checks of Welcome
+        // (whole peer ids) and of the fixed-size kinds (Challenge, Auth).
         (Ok(h), Err(e)) => {
-            assert_eq!(h.kind, FrameKind::Welcome);
-            assert_eq!(
-                *e,
-                WireError::BadWelcomePayload {
-                    len: data.len() - HEADER_LEN
+            let len = data.len() - HEADER_LEN;
+            match h.kind.payload_len() {
+                Some(expected) => assert_eq!(
+                    *e,
+                    WireError::BadPayloadLength {
+                        kind: h.kind,
+                        len,
+                        expected
+                    }
+                ),
+                None => {
+                    assert_eq!(h.kind, FrameKind::Welcome);
+                    assert_eq!(*e, WireError::BadWelcomePayload { len });
                 }
-            );
+            }
         }
         (Err(a), Err(b)) => assert_eq!(a, b),
         (Err(_), Ok(_)) => panic!("frame decoded but its header did not"),

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
-use cue_wire::{Frame, FrameKind, FrameRef, PeerId, RoomId};
+use cue_wire::{AdmissionKey, Frame, FrameKind, FrameRef, PeerId, RoomId};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt as _, StreamExt as _};
 use tokio::io::{AsyncBufReadExt as _, BufReader};
@@ -170,11 +170,13 @@ struct Dialer {
     stats: Arc<Stats>,
 }
 
-/// An open connection: where to queue frames, and whether it is still open.
+/// An open connection: where to queue frames, whether it is still open, and
+/// the peer id the relay assigned it.
 #[derive(Debug)]
 struct Conn {
     queue: mpsc::Sender<Message>,
     alive: Arc<AtomicBool>,
+    peer: PeerId,
 }
 
 impl Conn {
@@ -189,7 +191,8 @@ struct Slot {
     g: u32,
     room: u32,
     room_id: RoomId,
-    peer: PeerId,
+    /// The room's admission key (shared by every slot of the room).
+    key: Arc<AdmissionKey>,
     /// Next sequence number; survives reconnects so receivers never see it go back.
     seq: u64,
     conn: Option<Conn>,
@@ -223,15 +226,20 @@ impl Client {
             .ok()
             .filter(|t| !t.is_empty());
         let stats = Arc::new(Stats::new());
+        let mut keys: HashMap<u32, Arc<AdmissionKey>> = HashMap::new();
         let slots = layout
             .connections_of(args.index)
             .map(|g| {
                 let room = layout.room_of(g);
+                let key = Arc::clone(
+                    keys.entry(room)
+                        .or_insert_with(|| Arc::new(layout.room_key(room))),
+                );
                 Slot {
                     g,
                     room,
-                    room_id: layout.room_id(room),
-                    peer: layout.peer_id(g),
+                    room_id: key.room_id(),
+                    key,
                     seq: 0,
                     conn: None,
                 }
@@ -338,8 +346,8 @@ impl Client {
             .collect();
         let attempts = missing.into_iter().map(|i| {
             let dialer = Arc::clone(&self.dialer);
-            let (room_id, peer) = (self.slots[i].room_id, self.slots[i].peer);
-            async move { (i, dialer.open(room_id, peer).await) }
+            let key = Arc::clone(&self.slots[i].key);
+            async move { (i, dialer.open(&key).await) }
         });
         let results: Vec<_> = futures_util::stream::iter(attempts)
             .buffer_unordered(self.concurrency)
@@ -428,7 +436,7 @@ impl Client {
                     sent_unix_ns: unix_ns(),
                 }
                 .encode(self.payload_bytes);
-                let frame = Frame::broadcast(slot.room_id, slot.peer, payload).encode();
+                let frame = Frame::broadcast(slot.room_id, conn.peer, payload).encode();
                 match conn.queue.try_send(Message::Binary(frame.into())) {
                     Ok(()) => {
                         sent += 1;
@@ -467,10 +475,11 @@ impl Client {
 }
 
 impl Dialer {
-    /// TCP connect, WebSocket upgrade, and the relay's Welcome: a connection
-    /// counts as held only once the relay has seated it in its room.
-    async fn open(&self, room: RoomId, peer: PeerId) -> anyhow::Result<Conn> {
-        let ws = timeout(self.timeout, self.handshake(room, peer))
+    /// TCP connect, WebSocket upgrade, room admission and the relay's
+    /// Welcome: a connection counts as held only once the relay has seated
+    /// it in its room.
+    async fn open(&self, key: &AdmissionKey) -> anyhow::Result<Conn> {
+        let (ws, peer) = timeout(self.timeout, self.handshake(key))
             .await
             .with_context(|| format!("no Welcome within {:?}", self.timeout))??;
         let (sink, stream) = ws.split();
@@ -482,20 +491,19 @@ impl Dialer {
             Arc::clone(&self.stats),
             Arc::clone(&alive),
         ));
-        Ok(Conn { queue, alive })
+        Ok(Conn { queue, alive, peer })
     }
 
     async fn handshake(
         &self,
-        room: RoomId,
-        peer: PeerId,
-    ) -> anyhow::Result<WebSocketStream<TcpStream>> {
+        key: &AdmissionKey,
+    ) -> anyhow::Result<(WebSocketStream<TcpStream>, PeerId)> {
         let tcp = TcpStream::connect(&self.tcp_addr)
             .await
             .with_context(|| format!("TCP connect to {}", self.tcp_addr))?;
         // Small frames must leave at once, not wait for Nagle's algorithm.
         tcp.set_nodelay(true).context("TCP_NODELAY")?;
-        let url = format!("{}/v1/rooms/{room}?peer={peer}", self.base_url);
+        let url = format!("{}/v2/rooms/{}", self.base_url, key.room_id());
         let mut request = url
             .as_str()
             .into_client_request()
@@ -508,27 +516,39 @@ impl Dialer {
         let (mut ws, _) = client_async_with_config(request, tcp, Some(self.ws_config))
             .await
             .context("WebSocket upgrade")?;
-        loop {
-            match ws.next().await {
-                Some(Ok(Message::Binary(bytes))) => {
-                    let frame = FrameRef::decode(&bytes).context("bad first frame")?;
-                    if frame.header.kind != FrameKind::Welcome {
-                        bail!("first frame was {}, not Welcome", frame.header.kind);
-                    }
-                    return Ok(ws);
-                }
-                Some(Ok(Message::Close(close))) => match close {
-                    Some(close) => bail!(
-                        "relay closed it before the Welcome: {} {}",
-                        u16::from(close.code),
-                        close.reason
-                    ),
-                    None => bail!("relay closed it before the Welcome"),
-                },
-                Some(Ok(_)) => {}
-                Some(Err(err)) => return Err(err).context("reading the Welcome"),
-                None => bail!("connection ended before the Welcome"),
-            }
+        let challenge = next_binary(&mut ws, "Challenge").await?;
+        let (peer, auth) = key.answer(&challenge).context("bad challenge")?;
+        ws.send(Message::Binary(auth.encode().into()))
+            .await
+            .context("sending the Auth frame")?;
+        let welcome = next_binary(&mut ws, "Welcome").await?;
+        let frame = FrameRef::decode(&welcome).context("bad frame after the Auth")?;
+        if frame.header.kind != FrameKind::Welcome {
+            bail!(
+                "the frame after the Auth was {}, not Welcome",
+                frame.header.kind
+            );
+        }
+        Ok((ws, peer))
+    }
+}
+
+/// The next binary message, or why there is none; `what` names it in errors.
+async fn next_binary(ws: &mut WebSocketStream<TcpStream>, what: &str) -> anyhow::Result<Vec<u8>> {
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Binary(bytes))) => return Ok(bytes.to_vec()),
+            Some(Ok(Message::Close(close))) => match close {
+                Some(close) => bail!(
+                    "relay closed it before the {what}: {} {}",
+                    u16::from(close.code),
+                    close.reason
+                ),
+                None => bail!("relay closed it before the {what}"),
+            },
+            Some(Ok(_)) => {}
+            Some(Err(err)) => return Err(err).with_context(|| format!("reading the {what}")),
+            None => bail!("connection ended before the {what}"),
         }
     }
 }

@@ -29,6 +29,16 @@ use crate::sys::{self, ProcSample};
 /// 20,000-file limit, and enough processes to use both cores.
 const CONNECTIONS_PER_PROC: u32 = 2500;
 
+/// The relay's connection caps, lifted for a throughput run: every load
+/// client connects from 127.0.0.1, which the default per-address caps
+/// (made for real clients, see cue-relay's README) would shed. Flags the
+/// user passes with --relay-arg win.
+const LOAD_RUN_CAPS: [(&str, &str); 3] = [
+    ("--max-conns-per-ip", "1000000"),
+    ("--max-unadmitted-per-ip", "1000000"),
+    ("--max-unadmitted", "1000000"),
+];
+
 /// Everything `cue-load` (the parent) is told on its command line.
 #[derive(Debug, Clone, clap::Args)]
 pub struct RunArgs {
@@ -265,6 +275,12 @@ async fn start_target(args: &RunArgs) -> anyhow::Result<Target> {
             "built-in (cue-relay library)".into(),
         ),
     };
+    for (flag, value) in LOAD_RUN_CAPS {
+        let given = |a: &String| a == flag || a.starts_with(&format!("{flag}="));
+        if !args.relay_arg.iter().any(given) {
+            relay_args.push(format!("{flag}={value}"));
+        }
+    }
     relay_args.extend(args.relay_arg.iter().cloned());
     let process = RelayProcess::start(&program, &relay_args).await?;
     Ok(Target {

@@ -15,6 +15,7 @@
 
 #![deny(clippy::unwrap_used)]
 
+mod attack;
 mod client;
 mod driver;
 mod hist;
@@ -58,9 +59,24 @@ struct Cli {
     run: driver::RunArgs,
 }
 
-/// The roles the parent starts this binary in.
+/// The roles the parent starts this binary in, and the attack mode.
 #[derive(Debug, Subcommand)]
 enum Role {
+    /// The relay under attack: a slowloris and a flood of unauthenticated
+    /// joins (strangers who know the room id and a member's peer id, not the
+    /// key) run while real members join and exchange a sealed frame, round
+    /// after round. Reports each member's admission time and sealed round
+    /// trip; the target is admitted and syncing within 1 s.
+    Attack {
+        #[command(flatten)]
+        args: attack::AttackArgs,
+        /// Print the report as JSON on stdout (the table goes to stderr).
+        #[arg(long)]
+        json: bool,
+    },
+    /// An attacker process, started by `attack`.
+    #[command(hide = true)]
+    Attacker(attack::AttackerArgs),
     /// A client process: its share of the connections, driven over stdin/stdout.
     #[command(hide = true)]
     Client(client::ClientArgs),
@@ -74,6 +90,8 @@ fn main() -> ExitCode {
     let result = match cli.role {
         Some(Role::Client(args)) => client::run(args),
         Some(Role::Relay(args)) => relay::serve_builtin(args),
+        Some(Role::Attacker(args)) => attack::run_attacker(args),
+        Some(Role::Attack { args, json }) => run_attack(args, json),
         None => run_parent(cli.run),
     };
     match result {
@@ -83,6 +101,25 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn run_attack(args: attack::AttackArgs, json: bool) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
+    let report = runtime.block_on(attack::run(args))?;
+    if json {
+        let text = serde_json::to_string_pretty(&report).context("cannot encode the report")?;
+        println!("{text}");
+        eprint!("{}", report.to_table());
+    } else {
+        print!("{}", report.to_table());
+    }
+    if !report.passed {
+        anyhow::bail!("the members were not all admitted and syncing within the target");
+    }
+    Ok(())
 }
 
 fn run_parent(args: driver::RunArgs) -> anyhow::Result<()> {

@@ -10,7 +10,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use cue_wire::{PeerId, RoomId};
+use cue_wire::AdmissionKey;
 use serde::{Deserialize, Serialize};
 
 use crate::hist::Histogram;
@@ -144,22 +144,15 @@ impl Layout {
         (index..self.connections).step_by(self.procs.max(1) as usize)
     }
 
-    /// The room id of room `room`: never all zero, unique per run.
-    pub fn room_id(&self, room: u32) -> RoomId {
-        let mut id = [0u8; 32];
-        id[..8].copy_from_slice(&self.nonce.to_be_bytes());
-        id[8..16].copy_from_slice(b"cue-load");
-        id[28..].copy_from_slice(&room.to_be_bytes());
-        RoomId(id)
-    }
-
-    /// The peer id of global connection `g`: never all zero, unique per run.
-    pub fn peer_id(&self, g: u32) -> PeerId {
-        let mut id = [0u8; 16];
-        id[..8].copy_from_slice(&self.nonce.to_be_bytes());
-        id[8..12].copy_from_slice(b"load");
-        id[12..].copy_from_slice(&g.to_be_bytes());
-        PeerId(id)
+    /// The admission key of room `room`, which every process derives alike
+    /// (a load test's rooms need no secret, only distinct keys), unique per run.
+    /// Peer ids are not derived: the relay assigns them at admission.
+    pub fn room_key(&self, room: u32) -> AdmissionKey {
+        let mut seed = [0u8; 32];
+        seed[..8].copy_from_slice(&self.nonce.to_be_bytes());
+        seed[8..16].copy_from_slice(b"cue-load");
+        seed[28..].copy_from_slice(&room.to_be_bytes());
+        AdmissionKey::from_seed(seed)
     }
 }
 
@@ -250,10 +243,11 @@ mod tests {
         assert_eq!(layout.connections_of(1).collect::<Vec<_>>(), [1, 4, 7]);
         let all: Vec<u32> = (0..3).flat_map(|p| layout.connections_of(p)).collect();
         assert_eq!(all.len(), 10);
-        let peers: std::collections::HashSet<_> = (0..10).map(|g| layout.peer_id(g)).collect();
-        assert_eq!(peers.len(), 10);
-        assert!(peers.iter().all(|p| !p.is_zero()));
-        assert_ne!(layout.room_id(0), layout.room_id(1));
+        assert_ne!(layout.room_key(0).room_id(), layout.room_key(1).room_id());
+        assert_eq!(
+            layout.room_key(2).public_key(),
+            layout.room_key(2).public_key()
+        );
     }
 
     #[test]

@@ -14,7 +14,7 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 use cue_relay::RelayConfig;
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 use tokio::time::timeout;
 
@@ -39,6 +39,15 @@ pub struct RelayArgs {
     /// Frames queued per connection before it is cut off as a slow consumer.
     #[arg(long)]
     outbound_queue: Option<usize>,
+    /// Open connections per client address.
+    #[arg(long)]
+    max_conns_per_ip: Option<usize>,
+    /// Unadmitted connections per client address.
+    #[arg(long)]
+    max_unadmitted_per_ip: Option<usize>,
+    /// Unadmitted connections in all.
+    #[arg(long)]
+    max_unadmitted: Option<usize>,
 }
 
 /// Serves the cue-relay library like the `cue-relay` binary does (same
@@ -52,6 +61,11 @@ pub fn serve_builtin(args: RelayArgs) -> anyhow::Result<()> {
             .unwrap_or(defaults.max_peers_per_room),
         rate_per_sec: args.rate_per_sec.unwrap_or(defaults.rate_per_sec),
         outbound_queue: args.outbound_queue.unwrap_or(defaults.outbound_queue),
+        max_conns_per_ip: args.max_conns_per_ip.unwrap_or(defaults.max_conns_per_ip),
+        max_unadmitted_per_ip: args
+            .max_unadmitted_per_ip
+            .unwrap_or(defaults.max_unadmitted_per_ip),
+        max_unadmitted: args.max_unadmitted.unwrap_or(defaults.max_unadmitted),
         ..defaults
     };
     sys::raise_open_files_limit().context("cannot read the open-files limit")?;
@@ -61,8 +75,7 @@ pub fn serve_builtin(args: RelayArgs) -> anyhow::Result<()> {
         .context("cannot start the relay runtime")?;
     runtime.block_on(async {
         let relay = cue_relay::Relay::new(config).context("invalid relay flags")?;
-        let listener = TcpListener::bind(args.listen)
-            .await
+        let listener = cue_relay::bind(args.listen)
             .with_context(|| format!("cannot listen on {}", args.listen))?;
         let addr = listener
             .local_addr()

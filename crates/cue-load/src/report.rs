@@ -422,7 +422,7 @@ fn opt_ms(value: Option<f64>) -> String {
 }
 
 /// Left-aligns text columns and right-aligns numeric ones.
-fn render_table(rows: &[Vec<String>]) -> String {
+pub(crate) fn render_table(rows: &[Vec<String>]) -> String {
     let columns = rows.first().map_or(0, Vec::len);
     let widths: Vec<usize> = (0..columns)
         .map(|c| {

@@ -136,3 +136,41 @@ fn help_documents_the_measurement_flags() {
         "hidden roles leak into --help:\n{help}"
     );
 }
+
+#[test]
+fn attack_mode_admits_the_members_and_the_relay_sheds_the_strangers() {
+    let stdout = run_cue_load(&[
+        "attack",
+        "--slowloris",
+        "60",
+        "--flood",
+        "20",
+        "--attack-addrs",
+        "3",
+        "--warmup-secs",
+        "1",
+        "--rounds",
+        "3",
+        "--round-gap-ms",
+        "100",
+        // Not a timing test: the 1 s target is for the benchmark.
+        "--target-ms",
+        "60000",
+        "--json",
+    ]);
+    let report: Value = serde_json::from_str(&stdout).expect("a JSON report on stdout");
+    assert_eq!(report["passed"], Value::Bool(true), "{report:#}");
+    assert_eq!(report["rounds"].as_array().map(Vec::len), Some(3));
+    assert_eq!(report["resident_kept"], Value::Bool(true));
+    assert!(
+        number(&report, "/slowloris_report/opened") >= 60,
+        "{report:#}"
+    );
+    // The flood's forged answers are refused as they come.
+    assert!(number(&report, "/flood_report/closed") > 0, "{report:#}");
+    let refused = report
+        .pointer("/relay_metrics/cue_relay_admission_refused_total")
+        .and_then(Value::as_f64)
+        .unwrap_or(0.0);
+    assert!(refused > 0.0, "{report:#}");
+}

@@ -42,6 +42,44 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(45);
 /// How long a shutdown waits for connections to finish their closing handshake.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
+/// Time a client has to send a whole HTTP request head, from the moment the
+/// relay starts waiting for it (the TCP accept, or the end of the previous
+/// request). A real client sends its head in one packet; a slowloris that
+/// trickles it, or a socket that sends nothing, is closed after this.
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Time from the TCP accept until the client's Auth frame has been verified:
+/// the request head, the WebSocket upgrade and one challenge round trip. Ten
+/// seconds is dozens of round trips on a slow link; a connection that has not
+/// proved the room's key by then is closed (4410), so strangers cannot sit in
+/// the relay's descriptor table.
+pub const DEFAULT_ADMISSION_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Open connections from one address (one IPv4 address, or one IPv6 /64),
+/// admitted or not. A team behind one NAT is a few dozen peers; past this, a
+/// new connection from that address is refused at accept (HTTP 429), unless
+/// some of the address's connections are still unadmitted, in which case the
+/// oldest of those is closed instead.
+pub const DEFAULT_MAX_CONNS_PER_IP: usize = 256;
+
+/// Connections from one address that have not been admitted yet. Peers behind
+/// one NAT that reconnect together after a relay restart are admitted within
+/// a round trip or two each, so 64 at once is plenty; when an address is at
+/// the cap, its *oldest* unadmitted connection is closed to make room, so a
+/// slowloris from the same address cannot keep a real peer out.
+pub const DEFAULT_MAX_UNADMITTED_PER_IP: usize = 64;
+
+/// Connections not yet admitted, from all addresses together. Kept well
+/// below the usual 1,024-descriptor default so that half-open sockets can
+/// never take every descriptor; when it is reached, the oldest unadmitted
+/// connection anywhere is closed to make room (a slowloris is the oldest;
+/// a real client is admitted within milliseconds of connecting).
+pub const DEFAULT_MAX_UNADMITTED: usize = 512;
+
+/// At most one log line per shed reason per this interval, with the count:
+/// an attack must not turn the relay's log into the next problem.
+pub const DEFAULT_SHED_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
 /// Everything the relay needs to know besides its listening socket.
 #[derive(Clone)]
 pub struct RelayConfig {
@@ -65,6 +103,18 @@ pub struct RelayConfig {
     pub idle_timeout: Duration,
     /// How long a shutdown waits for connections to close before giving up on them.
     pub shutdown_grace: Duration,
+    /// Time a client has to send a complete HTTP request head.
+    pub header_timeout: Duration,
+    /// Time from the TCP accept until the client's Auth frame is verified (4410).
+    pub admission_timeout: Duration,
+    /// Open connections per address (IPv4 address or IPv6 /64).
+    pub max_conns_per_ip: usize,
+    /// Connections not yet admitted per address; the oldest is closed past it.
+    pub max_unadmitted_per_ip: usize,
+    /// Connections not yet admitted in all; the oldest is closed past it.
+    pub max_unadmitted: usize,
+    /// At most one log line per shed reason per this interval.
+    pub shed_log_interval: Duration,
 }
 
 impl Default for RelayConfig {
@@ -80,6 +130,12 @@ impl Default for RelayConfig {
             ping_interval: DEFAULT_PING_INTERVAL,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            header_timeout: DEFAULT_HEADER_TIMEOUT,
+            admission_timeout: DEFAULT_ADMISSION_TIMEOUT,
+            max_conns_per_ip: DEFAULT_MAX_CONNS_PER_IP,
+            max_unadmitted_per_ip: DEFAULT_MAX_UNADMITTED_PER_IP,
+            max_unadmitted: DEFAULT_MAX_UNADMITTED,
+            shed_log_interval: DEFAULT_SHED_LOG_INTERVAL,
         }
     }
 }
@@ -101,6 +157,12 @@ impl fmt::Debug for RelayConfig {
             .field("ping_interval", &self.ping_interval)
             .field("idle_timeout", &self.idle_timeout)
             .field("shutdown_grace", &self.shutdown_grace)
+            .field("header_timeout", &self.header_timeout)
+            .field("admission_timeout", &self.admission_timeout)
+            .field("max_conns_per_ip", &self.max_conns_per_ip)
+            .field("max_unadmitted_per_ip", &self.max_unadmitted_per_ip)
+            .field("max_unadmitted", &self.max_unadmitted)
+            .field("shed_log_interval", &self.shed_log_interval)
             .finish()
     }
 }
@@ -137,6 +199,15 @@ impl RelayConfig {
             ("outbound queue", self.outbound_queue as u128),
             ("ping interval", self.ping_interval.as_millis()),
             ("idle timeout", self.idle_timeout.as_millis()),
+            ("header timeout", self.header_timeout.as_millis()),
+            ("admission timeout", self.admission_timeout.as_millis()),
+            ("max connections per IP", self.max_conns_per_ip as u128),
+            (
+                "max unadmitted connections per IP",
+                self.max_unadmitted_per_ip as u128,
+            ),
+            ("max unadmitted connections", self.max_unadmitted as u128),
+            ("shed log interval", self.shed_log_interval.as_millis()),
         ];
         if let Some((name, _)) = nonzero.iter().find(|(_, value)| *value == 0) {
             return Err(ConfigError::Zero(name));

@@ -1,73 +1,107 @@
-//! The HTTP surface: the WebSocket endpoint with its admission checks, health
-//! and metrics.
+//! The HTTP surface: the WebSocket endpoint with the checks that can be made
+//! before the upgrade, health and metrics.
 //!
 //! Everything that can be refused without a WebSocket is refused here, as a
-//! plain HTTP error with a body that says what to fix: a missing or wrong token
-//! (401), a malformed room or peer id (400). A full room is refused after the
-//! upgrade instead (close 4003), because only the room lock can decide it
-//! without a race between checking and joining.
+//! plain HTTP error with a body that says what to fix: a missing or wrong
+//! token (401, checked first, as soon as the request head is read), a
+//! malformed room id (400). Room admission happens after the upgrade (see
+//! [`crate::connection`]), and so does "room full" (4003), which only the
+//! room's lock can decide without a race between checking and joining.
+//!
+//! Version 1 clients (`/v1/rooms/…?peer=…`, no admission) are upgraded and
+//! closed at once with 4426 and a reason that says to upgrade, so they log
+//! why instead of retrying in silence.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::ws::{CloseFrame, Message, WebSocketUpgrade};
+use axum::extract::{Extension, Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use cue_wire::{PeerId, RoomId};
+use cue_wire::close;
+use cue_wire::RoomId;
 use tracing::debug;
 
-use crate::metrics::{bump, RelayMetrics};
+use crate::limits::conns::ConnSlot;
+use crate::metrics::RelayMetrics;
+use crate::shed::Shed;
 use crate::{connection, Shared};
+
+/// The connection a request arrived on: its slot under the caps, taken by
+/// the WebSocket upgrade (which outlives the HTTP connection), and left to
+/// the HTTP connection otherwise.
+#[derive(Clone, Debug)]
+pub(crate) struct ConnHandle(pub(crate) Arc<Mutex<Option<ConnSlot>>>);
+
+impl ConnHandle {
+    fn take(&self) -> Option<ConnSlot> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).take()
+    }
+}
+
+/// The path of the WebSocket endpoint, for messages.
+pub(crate) const ROOM_PATH: &str = "/v2/rooms/<room id hex>";
 
 /// The relay's routes.
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
     Router::new()
-        .route("/v1/rooms/{room}", get(connect))
+        .route("/v2/rooms/{room}", get(connect))
+        .route("/v1/rooms/{room}", get(outdated))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .with_state(shared)
 }
 
+/// The token check every room request starts with; `Some` is the refusal.
+fn refuse_token(shared: &Shared, headers: &HeaderMap) -> Option<Response> {
+    let token = shared.config.auth_token.as_ref()?;
+    if bearer_matches(headers, token) {
+        return None;
+    }
+    shared.shed.note(&shared.metrics, Shed::BadToken);
+    Some(
+        (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            "unauthorized: this relay requires an `Authorization: Bearer <token>` header \
+             with the token it was started with (--auth-token / CUE_RELAY_AUTH_TOKEN)\n",
+        )
+            .into_response(),
+    )
+}
+
 async fn connect(
     State(shared): State<Arc<Shared>>,
     Path(room): Path<String>,
-    RawQuery(query): RawQuery,
+    conn: Option<Extension<ConnHandle>>,
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    if let Some(token) = &shared.config.auth_token {
-        if !bearer_matches(&headers, token) {
-            bump(&shared.metrics.auth_rejected);
-            debug!("refused: missing or wrong token");
-            return (
-                StatusCode::UNAUTHORIZED,
-                [(header::WWW_AUTHENTICATE, "Bearer")],
-                "unauthorized: this relay requires an `Authorization: Bearer <token>` header \
-                 with the token it was started with (--auth-token / CUE_RELAY_AUTH_TOKEN)\n",
-            )
-                .into_response();
-        }
+    if let Some(refusal) = refuse_token(&shared, &headers) {
+        return refusal;
     }
     let room: RoomId = match room.parse() {
         Ok(room) => room,
         Err(err) => {
             return bad_request(format!(
-                "bad room id in /v1/rooms/<room id>: {err}; a room id is 32 bytes as 64 hex characters\n"
+                "bad room id in {ROOM_PATH}: {err}; a room id is 32 bytes as 64 hex characters\n"
             ))
         }
-    };
-    let peer = match peer_param(query.as_deref()) {
-        Ok(peer) => peer,
-        Err(message) => return bad_request(message),
     };
     let upgrade = match upgrade {
         Ok(upgrade) => upgrade,
         Err(rejection) => return rejection.into_response(),
     };
+    let Some(slot) = conn.and_then(|Extension(conn)| conn.take()) else {
+        // Only the relay's own accept loop serves this router, and it gives
+        // every connection a handle; one request per upgrade takes it.
+        return (StatusCode::INTERNAL_SERVER_ERROR, "no connection slot\n").into_response();
+    };
+    let task = shared.tasks.token();
     let max = shared.config.max_frame_bytes;
     upgrade
         // tungstenite reserves its whole read buffer per connection (128 KiB
@@ -78,31 +112,50 @@ async fn connect(
         .max_message_size(max)
         .max_frame_size(max)
         .on_failed_upgrade(|err| debug!(%err, "upgrade failed"))
-        .on_upgrade(move |socket| connection::run(socket, room, peer, shared))
+        .on_upgrade(move |socket| connection::run(socket, room, slot, shared, task))
 }
+
+/// A protocol v1 client: upgraded only to be told, in a close frame its
+/// reconnect loop logs, that it must upgrade.
+async fn outdated(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    if let Some(refusal) = refuse_token(&shared, &headers) {
+        return refusal;
+    }
+    shared.shed.note(&shared.metrics, Shed::Outdated);
+    let Ok(upgrade) = upgrade else {
+        return (
+            StatusCode::UPGRADE_REQUIRED,
+            format!("{}\n", close::OUTDATED.reason),
+        )
+            .into_response();
+    };
+    let task = shared.tasks.token();
+    upgrade
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(0)
+        .on_upgrade(move |mut socket| async move {
+            let frame = CloseFrame {
+                code: close::OUTDATED.code,
+                reason: close::OUTDATED.reason.as_ref().into(),
+            };
+            let _ = tokio::time::timeout(
+                OUTDATED_CLOSE_GRACE,
+                socket.send(Message::Close(Some(frame))),
+            )
+            .await;
+            drop(task);
+        })
+}
+
+/// How long the close frame to a v1 client may take to go out.
+const OUTDATED_CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Initial read buffer of a connection (see the upgrade above).
 const READ_BUFFER_BYTES: usize = 4 * 1024;
-
-/// The `peer` query parameter as a peer id, or the text of a 400 reply.
-fn peer_param(query: Option<&str>) -> Result<PeerId, String> {
-    let value = query
-        .unwrap_or_default()
-        .split('&')
-        .find_map(|pair| pair.strip_prefix("peer="));
-    let Some(value) = value else {
-        return Err(
-            "missing peer id: connect to /v1/rooms/<room id hex>?peer=<peer id hex>\n".into(),
-        );
-    };
-    let peer: PeerId = value.parse().map_err(|err| {
-        format!("bad peer id in ?peer=: {err}; a peer id is 16 bytes as 32 hex characters\n")
-    })?;
-    if peer.is_zero() {
-        return Err("bad peer id in ?peer=: the all-zero id is reserved for the relay\n".into());
-    }
-    Ok(peer)
-}
 
 fn bad_request(message: String) -> Response {
     (StatusCode::BAD_REQUEST, message).into_response()
@@ -151,7 +204,7 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
 async fn not_found() -> (StatusCode, &'static str) {
     (
         StatusCode::NOT_FOUND,
-        "not found: this is a cue-relay; connect a WebSocket to /v1/rooms/<room id hex>?peer=<peer id hex>, \
+        "not found: this is a cue-relay; connect a WebSocket to /v2/rooms/<room id hex>, \
          or GET /healthz or /metrics\n",
     )
 }
@@ -161,22 +214,6 @@ async fn not_found() -> (StatusCode, &'static str) {
 mod tests {
     use super::*;
     use axum::http::HeaderValue;
-
-    #[test]
-    fn peer_param_is_parsed_and_checked() {
-        let hex = "ab".repeat(16);
-        assert_eq!(
-            peer_param(Some(&format!("x=1&peer={hex}"))).unwrap(),
-            hex.parse().unwrap()
-        );
-        assert!(peer_param(None).unwrap_err().contains("missing peer id"));
-        assert!(peer_param(Some("peer=xyz"))
-            .unwrap_err()
-            .contains("invalid hex character"));
-        assert!(peer_param(Some(&format!("peer={}", "0".repeat(32))))
-            .unwrap_err()
-            .contains("reserved"));
-    }
 
     #[test]
     fn bearer_token_must_match_exactly() {

@@ -1,5 +1,6 @@
 //! The `cue-relay` binary: flags, logging, signals. Everything else is the library.
 
+#![forbid(unsafe_code)]
 #![deny(clippy::unwrap_used)]
 
 use std::net::SocketAddr;
@@ -9,14 +10,15 @@ use anyhow::Context as _;
 use clap::builder::TypedValueParser as _;
 use clap::Parser;
 use cue_relay::config::{self, RelayConfig};
-use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
 /// Stateless, zero-knowledge WebSocket relay for CueDeck Sync.
 ///
-/// Peers connect with `GET /v1/rooms/<room id hex>?peer=<peer id hex>` and a
-/// WebSocket upgrade, then exchange sealed cue-wire frames with the other peers of
-/// their room. The relay reads only routing headers and stores nothing.
+/// Peers connect with `GET /v2/rooms/<room id hex>` and a WebSocket upgrade,
+/// prove they hold the room's key (the relay sends a challenge, they answer
+/// with a signature), then exchange sealed cue-wire frames with the other peers
+/// of their room under the peer id the relay assigned. The relay reads only
+/// routing headers and stores nothing.
 /// `GET /healthz` answers "ok"; `GET /metrics` serves Prometheus metrics.
 ///
 /// Every flag can also be set through the environment variable shown. Logs go to
@@ -106,6 +108,53 @@ struct Cli {
     #[arg(long, env = "CUE_RELAY_SHUTDOWN_GRACE_SECS", value_name = "SECS",
           default_value_t = config::DEFAULT_SHUTDOWN_GRACE.as_secs())]
     shutdown_grace_secs: u64,
+
+    /// Seconds a client has to send its whole HTTP request head (counted from
+    /// the accept, or from the previous request). Slowloris sockets that
+    /// trickle a request, or send nothing, are closed after it.
+    #[arg(long, env = "CUE_RELAY_HEADER_TIMEOUT_SECS", value_name = "SECS",
+          default_value_t = config::DEFAULT_HEADER_TIMEOUT.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..))]
+    header_timeout_secs: u64,
+
+    /// Seconds from the TCP accept until the client must have proved the
+    /// room's key (request head, upgrade, challenge and answer); later, it is
+    /// closed with 4410 "admission timeout".
+    #[arg(long, env = "CUE_RELAY_ADMISSION_TIMEOUT_SECS", value_name = "SECS",
+          default_value_t = config::DEFAULT_ADMISSION_TIMEOUT.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..))]
+    admission_timeout_secs: u64,
+
+    /// Open connections per client address (an IPv4 address or an IPv6 /64).
+    /// Past it, the address's oldest unadmitted connection is closed, or, if
+    /// all of them are admitted, the new one is refused (HTTP 429). Behind a
+    /// reverse proxy every client has the proxy's address: raise it there.
+    #[arg(long, env = "CUE_RELAY_MAX_CONNS_PER_IP", value_name = "N",
+          default_value_t = config::DEFAULT_MAX_CONNS_PER_IP,
+          value_parser = clap::value_parser!(u64).range(1..).map(|n| n as usize))]
+    max_conns_per_ip: usize,
+
+    /// Connections per client address that have not proved a room's key yet;
+    /// past it, that address's oldest such connection is closed.
+    #[arg(long, env = "CUE_RELAY_MAX_UNADMITTED_PER_IP", value_name = "N",
+          default_value_t = config::DEFAULT_MAX_UNADMITTED_PER_IP,
+          value_parser = clap::value_parser!(u64).range(1..).map(|n| n as usize))]
+    max_unadmitted_per_ip: usize,
+
+    /// Connections from all addresses that have not proved a room's key yet;
+    /// past it, the oldest such connection is closed. Keep it well below the
+    /// process's open-files limit (`ulimit -n`).
+    #[arg(long, env = "CUE_RELAY_MAX_UNADMITTED", value_name = "N",
+          default_value_t = config::DEFAULT_MAX_UNADMITTED,
+          value_parser = clap::value_parser!(u64).range(1..).map(|n| n as usize))]
+    max_unadmitted: usize,
+
+    /// Seconds between two log lines about the same kind of shed load (each
+    /// line gives the count since the previous one).
+    #[arg(long, env = "CUE_RELAY_SHED_LOG_INTERVAL_SECS", value_name = "SECS",
+          default_value_t = config::DEFAULT_SHED_LOG_INTERVAL.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..))]
+    shed_log_interval_secs: u64,
 }
 
 impl Cli {
@@ -121,6 +170,12 @@ impl Cli {
             ping_interval: Duration::from_secs(self.ping_interval_secs),
             idle_timeout: Duration::from_secs(self.idle_timeout_secs),
             shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
+            header_timeout: Duration::from_secs(self.header_timeout_secs),
+            admission_timeout: Duration::from_secs(self.admission_timeout_secs),
+            max_conns_per_ip: self.max_conns_per_ip,
+            max_unadmitted_per_ip: self.max_unadmitted_per_ip,
+            max_unadmitted: self.max_unadmitted,
+            shed_log_interval: Duration::from_secs(self.shed_log_interval_secs),
         }
     }
 }
@@ -136,9 +191,8 @@ async fn main() -> anyhow::Result<()> {
         .init();
 
     let relay = cue_relay::Relay::new(cli.relay_config()).context("invalid flags")?;
-    let listener = TcpListener::bind(cli.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", cli.listen))?;
+    let listener =
+        cue_relay::bind(cli.listen).with_context(|| format!("cannot listen on {}", cli.listen))?;
     let addr = listener
         .local_addr()
         .context("cannot read the bound address")?;

@@ -25,6 +25,16 @@ pub(crate) struct Metrics {
     pub(crate) auth_rejected: AtomicU64,
     pub(crate) room_full_rejected: AtomicU64,
     pub(crate) protocol_violations: AtomicU64,
+    pub(crate) unadmitted: AtomicU64,
+    pub(crate) admitted: AtomicU64,
+    pub(crate) admission_refused: AtomicU64,
+    pub(crate) admission_not_auth: AtomicU64,
+    pub(crate) admission_timeouts: AtomicU64,
+    pub(crate) header_timeouts: AtomicU64,
+    pub(crate) per_ip_refused: AtomicU64,
+    pub(crate) unadmitted_evicted: AtomicU64,
+    pub(crate) outdated_clients: AtomicU64,
+    pub(crate) accept_errors: AtomicU64,
 }
 
 /// Adds one to a counter; relaxed ordering is enough for statistics.
@@ -73,6 +83,28 @@ pub struct MetricsSnapshot {
     pub room_full_rejected: u64,
     /// Connections closed for sending something other than a valid client frame.
     pub protocol_violations: u64,
+    /// TCP connections open now that have not been admitted (yet): waiting
+    /// for their request head, upgrade or Auth, or plain HTTP requests.
+    pub unadmitted: u64,
+    /// WebSocket connections that proved the room's key and were seated.
+    pub admitted: u64,
+    /// Connections closed with 4401: their Auth frame proved nothing.
+    pub admission_refused: u64,
+    /// Connections closed because their first frame was not an Auth (4428,
+    /// or 4000/4426/1003 for garbage, an old protocol or text).
+    pub admission_not_auth: u64,
+    /// Connections closed with 4410: no valid Auth before the deadline.
+    pub admission_timeouts: u64,
+    /// Connections closed because their HTTP request head did not arrive in time.
+    pub header_timeouts: u64,
+    /// Connections refused at accept because their address was at its cap.
+    pub per_ip_refused: u64,
+    /// Unadmitted connections closed to make room under a cap (the oldest first).
+    pub unadmitted_evicted: u64,
+    /// Connections closed with 4426 for speaking protocol v1.
+    pub outdated_clients: u64,
+    /// Failed accepts (out of file descriptors, usually).
+    pub accept_errors: u64,
 }
 
 /// A handle on one relay's counters, usable while it runs and after it stops.
@@ -99,6 +131,16 @@ impl RelayMetrics {
             auth_rejected: get(&m.auth_rejected),
             room_full_rejected: get(&m.room_full_rejected),
             protocol_violations: get(&m.protocol_violations),
+            unadmitted: get(&m.unadmitted),
+            admitted: get(&m.admitted),
+            admission_refused: get(&m.admission_refused),
+            admission_not_auth: get(&m.admission_not_auth),
+            admission_timeouts: get(&m.admission_timeouts),
+            header_timeouts: get(&m.header_timeouts),
+            per_ip_refused: get(&m.per_ip_refused),
+            unadmitted_evicted: get(&m.unadmitted_evicted),
+            outdated_clients: get(&m.outdated_clients),
+            accept_errors: get(&m.accept_errors),
         }
     }
 
@@ -111,7 +153,7 @@ impl RelayMetrics {
 impl MetricsSnapshot {
     /// The counters in the Prometheus text exposition format (version 0.0.4).
     pub fn render_prometheus(&self) -> String {
-        let rows: [(&str, &str, &str, u64); 14] = [
+        let rows: [(&str, &str, &str, u64); 24] = [
             (
                 "cue_relay_connections",
                 "gauge",
@@ -196,6 +238,66 @@ impl MetricsSnapshot {
                 "Connections closed for sending an invalid frame.",
                 self.protocol_violations,
             ),
+            (
+                "cue_relay_unadmitted",
+                "gauge",
+                "TCP connections open that have not proved a room's key (yet).",
+                self.unadmitted,
+            ),
+            (
+                "cue_relay_admitted_total",
+                "counter",
+                "WebSocket connections that proved their room's key and were seated.",
+                self.admitted,
+            ),
+            (
+                "cue_relay_admission_refused_total",
+                "counter",
+                "Connections closed (4401) for an Auth frame that proved nothing.",
+                self.admission_refused,
+            ),
+            (
+                "cue_relay_admission_not_auth_total",
+                "counter",
+                "Connections closed because their first frame was not an Auth frame.",
+                self.admission_not_auth,
+            ),
+            (
+                "cue_relay_admission_timeouts_total",
+                "counter",
+                "Connections closed (4410) with no valid Auth before the deadline.",
+                self.admission_timeouts,
+            ),
+            (
+                "cue_relay_header_timeouts_total",
+                "counter",
+                "Connections closed because their HTTP request head did not arrive in time.",
+                self.header_timeouts,
+            ),
+            (
+                "cue_relay_per_ip_refused_total",
+                "counter",
+                "Connections refused at accept because their address was at its cap.",
+                self.per_ip_refused,
+            ),
+            (
+                "cue_relay_unadmitted_evicted_total",
+                "counter",
+                "Unadmitted connections closed, oldest first, to make room under a cap.",
+                self.unadmitted_evicted,
+            ),
+            (
+                "cue_relay_outdated_clients_total",
+                "counter",
+                "Connections closed (4426) for speaking protocol v1.",
+                self.outdated_clients,
+            ),
+            (
+                "cue_relay_accept_errors_total",
+                "counter",
+                "Failed accepts (usually out of file descriptors).",
+                self.accept_errors,
+            ),
         ];
         let mut out = String::new();
         for (name, kind, help, value) in rows {
@@ -224,6 +326,6 @@ mod tests {
             .contains("# TYPE cue_relay_frames_in_total counter\ncue_relay_frames_in_total 1\n"));
         assert!(text.contains("cue_relay_bytes_in_total 70\n"));
         assert!(text.contains("# TYPE cue_relay_rooms gauge\n"));
-        assert_eq!(text.lines().filter(|l| l.starts_with("# HELP")).count(), 14);
+        assert_eq!(text.lines().filter(|l| l.starts_with("# HELP")).count(), 24);
     }
 }

@@ -10,17 +10,16 @@
 //!
 //! Join, leave and routing of one room are serialized by its lock, which gives
 //! every peer a consistent order of events: a Welcome is always the first frame
-//! a connection gets, and a PeerJoined always precedes the newcomer's frames.
+//! an admitted connection gets after its Challenge, and a PeerJoined always
+//! precedes the newcomer's frames.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use axum::body::Bytes;
-use cue_wire::{Frame, FrameKind, Header, PeerId, RoomId};
+use cue_wire::{close, Frame, FrameKind, Header, PeerId, RoomId};
 use tokio::sync::mpsc::{self, error::TrySendError};
 
-use crate::close;
 use crate::connection::Hangup;
 use crate::metrics::{bump, drop_one, Metrics};
 
@@ -32,11 +31,9 @@ pub(crate) struct Outbox {
     pub(crate) hangup: Hangup,
 }
 
-/// A connection's place in a room. `conn` tells a connection apart from the
-/// newer connection of the same peer that replaced it.
+/// A connection's place in a room.
 #[derive(Debug)]
 struct Seat {
-    conn: u64,
     outbox: Outbox,
 }
 
@@ -50,13 +47,18 @@ struct Room {
 pub(crate) struct Member {
     pub(crate) room_id: RoomId,
     pub(crate) peer: PeerId,
-    conn: u64,
     room: Arc<Mutex<Room>>,
 }
 
-/// The room already holds the maximum number of peers.
-#[derive(Debug)]
-pub(crate) struct RoomFull;
+/// Why a connection could not be seated.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum JoinError {
+    /// The room already holds the maximum number of peers.
+    RoomFull,
+    /// The relay drew a peer id that is already seated (odds 2^-128 per pair);
+    /// refused rather than let one connection take another's seat.
+    IdTaken,
+}
 
 /// Every room of one relay.
 #[derive(Debug)]
@@ -64,7 +66,6 @@ pub(crate) struct Rooms {
     rooms: Mutex<HashMap<RoomId, Arc<Mutex<Room>>>>,
     max_peers: usize,
     metrics: Arc<Metrics>,
-    next_conn: AtomicU64,
 }
 
 /// Takes a lock even if a panicking thread poisoned it: the maps stay
@@ -79,20 +80,19 @@ impl Rooms {
             rooms: Mutex::new(HashMap::new()),
             max_peers,
             metrics,
-            next_conn: AtomicU64::new(1),
         }
     }
 
-    /// Seats `peer` in `room_id` (creating the room), sends it a Welcome and
-    /// tells the others. A connection with the same peer id already there is
-    /// hung up with 4009 and its seat taken over; others see a PeerJoined again
-    /// (and no PeerLeft), so they resync with the new connection.
+    /// Seats `peer` (the id the relay assigned to this connection) in
+    /// `room_id`, creating the room, sends it a Welcome naming its id and the
+    /// peers already there, and tells the others. Peer ids are never taken
+    /// over: the relay draws them, so no connection can claim another's.
     pub(crate) fn join(
         &self,
         room_id: RoomId,
         peer: PeerId,
         outbox: Outbox,
-    ) -> Result<Member, RoomFull> {
+    ) -> Result<Member, JoinError> {
         let mut rooms = lock(&self.rooms);
         let room_arc = match rooms.get(&room_id) {
             Some(room) => Arc::clone(room),
@@ -104,23 +104,25 @@ impl Rooms {
             }
         };
         let mut room = lock(&room_arc);
-        if !room.seats.contains_key(&peer) && room.seats.len() >= self.max_peers {
-            // A full room is never a new one (max_peers >= 1), so nothing to undo.
-            return Err(RoomFull);
+        // A room in the map always has a seat (the last leave removes it), so
+        // a refusal never leaves an empty room behind.
+        if room.seats.contains_key(&peer) {
+            return Err(JoinError::IdTaken);
         }
-        let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
+        if room.seats.len() >= self.max_peers {
+            return Err(JoinError::RoomFull);
+        }
 
-        let mut present: Vec<PeerId> = room.seats.keys().filter(|p| **p != peer).copied().collect();
+        let mut present: Vec<PeerId> = room.seats.keys().copied().collect();
         present.sort();
-        // The queue is new and holds at least one frame, so this cannot fail:
-        // the Welcome is the first thing the connection receives.
-        let _ = outbox
-            .queue
-            .try_send(Bytes::from(Frame::welcome(room_id, &present).encode()));
+        // The queue holds at least one frame and the Challenge has been
+        // written (the writer sent it before the Auth could arrive), so this
+        // cannot fail: the Welcome is the first frame after the Challenge.
+        let _ = outbox.queue.try_send(Bytes::from(
+            Frame::welcome_for(room_id, peer, &present).encode(),
+        ));
 
-        if let Some(old) = room.seats.insert(peer, Seat { conn, outbox }) {
-            old.outbox.hangup.close(close::TAKEN_OVER);
-        }
+        room.seats.insert(peer, Seat { outbox });
         let joined = Bytes::from(Frame::peer_joined(room_id, peer).encode());
         for (id, seat) in &room.seats {
             if *id != peer {
@@ -131,21 +133,18 @@ impl Rooms {
         Ok(Member {
             room_id,
             peer,
-            conn,
             room: room_arc,
         })
     }
 
     /// Gives up the member's seat, tells the others, and drops the room once it
-    /// is empty. A member that was replaced has no seat left and says nothing.
+    /// is empty.
     pub(crate) fn leave(&self, member: Member) {
         let mut rooms = lock(&self.rooms);
         let mut room = lock(&member.room);
-        match room.seats.get(&member.peer) {
-            Some(seat) if seat.conn == member.conn => {}
-            _ => return,
+        if room.seats.remove(&member.peer).is_none() {
+            return;
         }
-        room.seats.remove(&member.peer);
         if room.seats.is_empty() {
             let current = rooms
                 .get(&member.room_id)
@@ -164,13 +163,9 @@ impl Rooms {
 
     /// Forwards a client frame, already checked against the member's room and
     /// peer id: a Broadcast to every other peer, a Direct to its recipient if it
-    /// is here (otherwise dropped and counted). Frames of a replaced connection
-    /// go nowhere.
+    /// is here (otherwise dropped and counted).
     pub(crate) fn route(&self, member: &Member, header: &Header, frame: Bytes) {
         let room = lock(&member.room);
-        if room.seats.get(&member.peer).map(|seat| seat.conn) != Some(member.conn) {
-            return;
-        }
         match header.kind {
             FrameKind::Direct => match room.seats.get(&header.recipient) {
                 Some(seat) => self.deliver(&seat.outbox, frame),

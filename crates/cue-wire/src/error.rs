@@ -26,18 +26,36 @@ pub enum WireError {
         /// Kind of the rejected frame.
         kind: FrameKind,
     },
-    /// A Welcome that names a sender: it comes from the relay itself, whose
-    /// frames carry the all-zero id, so a sender would give it a second meaning.
-    #[error("welcome frame carries a sender; the relay sends it with the all-zero id")]
-    UnexpectedSender,
-    /// A Direct frame with the all-zero recipient: it could reach nobody.
-    #[error("direct frame has no recipient (all-zero recipient id)")]
-    MissingRecipient,
+    /// A Welcome or Challenge that names a sender: they come from the relay
+    /// itself, whose frames carry the all-zero id, so a sender would give them
+    /// a second meaning.
+    #[error("{kind} frame carries a sender; the relay sends it with the all-zero id")]
+    UnexpectedSender {
+        /// Kind of the rejected frame.
+        kind: FrameKind,
+    },
+    /// A Direct or Challenge frame with the all-zero recipient: it could reach
+    /// nobody, or assign no peer id.
+    #[error("{kind} frame has no recipient (all-zero recipient id)")]
+    MissingRecipient {
+        /// Kind of the rejected frame.
+        kind: FrameKind,
+    },
     /// A recipient on a kind that has none; rejected so each frame has one meaning.
-    #[error("{kind} frame carries a recipient; only direct frames may")]
+    #[error("{kind} frame carries a recipient; only direct, challenge and welcome frames may")]
     UnexpectedRecipient {
         /// Kind of the rejected frame.
         kind: FrameKind,
+    },
+    /// A Challenge or Auth payload of the wrong size.
+    #[error("{kind} payload is {len} bytes, not {expected}")]
+    BadPayloadLength {
+        /// Kind of the rejected frame.
+        kind: FrameKind,
+        /// Length of the rejected payload.
+        len: usize,
+        /// Length the kind requires.
+        expected: usize,
     },
     /// A Welcome payload that is not a whole list of 16-byte peer ids.
     #[error("welcome payload is {len} bytes, not a whole number of 16-byte peer ids")]

@@ -12,9 +12,10 @@ const RECIPIENT: std::ops::Range<usize> = 50..66;
 
 /// What a frame is for, and so who may send it and what its header must hold.
 ///
-/// Peer kinds (`1`, `2`) are the only ones a relay accepts from clients; relay
-/// kinds (`16` and up) are how the relay tells peers about the room, so that
-/// peers never have to trust each other's claims about membership.
+/// Peer kinds (`1`, `2`) and Auth (`3`, only as a connection's first frame) are
+/// the only ones a relay accepts from clients; relay kinds (`16` and up) are
+/// how the relay tells peers about the room and challenges them, so that peers
+/// never have to trust each other's claims about membership.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum FrameKind {
@@ -22,13 +23,24 @@ pub enum FrameKind {
     Broadcast = 1,
     /// Peer to one recipient in the room; silently lost if it is not there.
     Direct = 2,
+    /// Client to relay, the first frame of a connection: the answer to the
+    /// relay's [`Challenge`](FrameKind::Challenge). Sender is the peer id the
+    /// challenge assigned, recipient all zero, payload an
+    /// [`AuthProof`](crate::admission::AuthProof) (96 bytes).
+    Auth = 3,
     /// Relay to clients: the sender field names the peer that joined.
     PeerJoined = 16,
     /// Relay to clients: the sender field names the peer that left.
     PeerLeft = 17,
-    /// Relay to a client that just connected; sender all zero, payload the
-    /// concatenated 16-byte ids of the peers already in the room.
+    /// Relay to a client that was just admitted; sender all zero, recipient
+    /// the peer id the relay assigned to it (zero from relays that assign
+    /// none, such as the simulator's), payload the concatenated 16-byte ids of
+    /// the peers already in the room.
     Welcome = 18,
+    /// Relay to a client that just connected, before anything else: sender
+    /// all zero, recipient the peer id the relay assigns to this connection,
+    /// payload a fresh random 32-byte nonce to sign.
+    Challenge = 19,
 }
 
 impl FrameKind {
@@ -42,9 +54,11 @@ impl FrameKind {
         Some(match byte {
             1 => FrameKind::Broadcast,
             2 => FrameKind::Direct,
+            3 => FrameKind::Auth,
             16 => FrameKind::PeerJoined,
             17 => FrameKind::PeerLeft,
             18 => FrameKind::Welcome,
+            19 => FrameKind::Challenge,
             _ => return None,
         })
     }
@@ -54,8 +68,23 @@ impl FrameKind {
     pub fn is_from_relay(self) -> bool {
         matches!(
             self,
-            FrameKind::PeerJoined | FrameKind::PeerLeft | FrameKind::Welcome
+            FrameKind::PeerJoined | FrameKind::PeerLeft | FrameKind::Welcome | FrameKind::Challenge
         )
+    }
+
+    /// Whether the sender field must be all zero: the relay's own frames
+    /// that are not about a peer.
+    fn has_no_sender(self) -> bool {
+        matches!(self, FrameKind::Welcome | FrameKind::Challenge)
+    }
+
+    /// The exact payload length this kind requires, if it has one.
+    pub fn payload_len(self) -> Option<usize> {
+        match self {
+            FrameKind::Auth => Some(crate::admission::AUTH_PAYLOAD_LEN),
+            FrameKind::Challenge => Some(crate::admission::NONCE_LEN),
+            _ => None,
+        }
     }
 }
 
@@ -75,6 +104,8 @@ impl fmt::Display for FrameKind {
             FrameKind::PeerJoined => "peer-joined",
             FrameKind::PeerLeft => "peer-left",
             FrameKind::Welcome => "welcome",
+            FrameKind::Auth => "auth",
+            FrameKind::Challenge => "challenge",
         })
     }
 }
@@ -117,16 +148,23 @@ impl Header {
     }
 
     /// Checks the per-kind rules on sender and recipient, so that each frame
-    /// has exactly one meaning.
+    /// has exactly one meaning: Welcome and Challenge have no sender, every
+    /// other kind has one; Direct and Challenge have a recipient, Welcome may
+    /// (the peer id the relay assigned), the others have none.
     pub fn validate(&self) -> Result<(), WireError> {
-        match (self.kind, self.sender.is_zero()) {
-            (FrameKind::Welcome, false) => return Err(WireError::UnexpectedSender),
-            (FrameKind::Welcome, true) | (_, false) => {}
-            (kind, true) => return Err(WireError::MissingSender { kind }),
+        let kind = self.kind;
+        match (kind.has_no_sender(), self.sender.is_zero()) {
+            (true, false) => return Err(WireError::UnexpectedSender { kind }),
+            (false, true) => return Err(WireError::MissingSender { kind }),
+            _ => {}
         }
-        match (self.kind, self.recipient.is_zero()) {
-            (FrameKind::Direct, true) => Err(WireError::MissingRecipient),
-            (FrameKind::Direct, false) | (_, true) => Ok(()),
+        match (kind, self.recipient.is_zero()) {
+            (FrameKind::Direct | FrameKind::Challenge, true) => {
+                Err(WireError::MissingRecipient { kind })
+            }
+            (FrameKind::Direct | FrameKind::Challenge | FrameKind::Welcome, _) | (_, true) => {
+                Ok(())
+            }
             (kind, false) => Err(WireError::UnexpectedRecipient { kind }),
         }
     }
@@ -170,6 +208,15 @@ impl<'a> FrameRef<'a> {
         let payload = &bytes[HEADER_LEN..];
         if header.kind == FrameKind::Welcome && !payload.len().is_multiple_of(PeerId::LEN) {
             return Err(WireError::BadWelcomePayload { len: payload.len() });
+        }
+        if let Some(expected) = header.kind.payload_len() {
+            if payload.len() != expected {
+                return Err(WireError::BadPayloadLength {
+                    kind: header.kind,
+                    len: payload.len(),
+                    expected,
+                });
+            }
         }
         Ok(FrameRef { header, payload })
     }
@@ -226,19 +273,20 @@ impl Frame {
         Frame::with(FrameKind::PeerLeft, room, peer, PeerId::ZERO, Vec::new())
     }
 
-    /// The relay's greeting to a new connection, listing the peers already there.
+    /// A greeting listing the peers already in the room, that assigns no peer
+    /// id (what a model relay without admission, such as the simulator's, sends).
     pub fn welcome(room: RoomId, peers: &[PeerId]) -> Frame {
-        let payload = peers.iter().flat_map(|p| p.0).collect();
-        Frame::with(
-            FrameKind::Welcome,
-            room,
-            PeerId::ZERO,
-            PeerId::ZERO,
-            payload,
-        )
+        Frame::welcome_for(room, PeerId::ZERO, peers)
     }
 
-    fn with(
+    /// The relay's greeting to a connection it just admitted as `you`, listing
+    /// the peers already there.
+    pub fn welcome_for(room: RoomId, you: PeerId, peers: &[PeerId]) -> Frame {
+        let payload = peers.iter().flat_map(|p| p.0).collect();
+        Frame::with(FrameKind::Welcome, room, PeerId::ZERO, you, payload)
+    }
+
+    pub(crate) fn with(
         kind: FrameKind,
         room: RoomId,
         sender: PeerId,
@@ -299,14 +347,34 @@ mod tests {
     const ALICE: PeerId = PeerId([1; 16]);
     const BOB: PeerId = PeerId([2; 16]);
 
-    fn all_kinds() -> [FrameKind; 5] {
+    fn all_kinds() -> [FrameKind; 7] {
         [
             FrameKind::Broadcast,
             FrameKind::Direct,
+            FrameKind::Auth,
             FrameKind::PeerJoined,
             FrameKind::PeerLeft,
             FrameKind::Welcome,
+            FrameKind::Challenge,
         ]
+    }
+
+    /// A header of `kind` that satisfies the per-kind rules.
+    fn valid_header(kind: FrameKind) -> Header {
+        Header {
+            kind,
+            room: ROOM_ID,
+            sender: if kind.has_no_sender() {
+                PeerId::ZERO
+            } else {
+                ALICE
+            },
+            recipient: if matches!(kind, FrameKind::Direct | FrameKind::Challenge) {
+                BOB
+            } else {
+                PeerId::ZERO
+            },
+        }
     }
 
     #[test]
@@ -314,7 +382,7 @@ mod tests {
         let frame = Frame::direct(ROOM_ID, ALICE, BOB, b"sealed".to_vec());
         let bytes = frame.encode();
         assert_eq!(bytes.len(), HEADER_LEN + 6);
-        assert_eq!(bytes[0], 1);
+        assert_eq!(bytes[0], 2);
         assert_eq!(bytes[1], 2);
         assert_eq!(&bytes[2..34], &[7; 32]);
         assert_eq!(&bytes[34..50], &[1; 16]);
@@ -332,6 +400,15 @@ mod tests {
             Frame::peer_left(ROOM_ID, BOB),
             Frame::welcome(ROOM_ID, &[]),
             Frame::welcome(ROOM_ID, &[ALICE, BOB]),
+            Frame::welcome_for(ROOM_ID, ALICE, &[BOB]),
+            Frame::with(
+                FrameKind::Challenge,
+                ROOM_ID,
+                PeerId::ZERO,
+                BOB,
+                vec![3; 32],
+            ),
+            Frame::with(FrameKind::Auth, ROOM_ID, BOB, PeerId::ZERO, vec![4; 96]),
             Frame::broadcast(ROOM_ID, ALICE, vec![0xff; MAX_FRAME_BYTES]),
         ];
         for frame in frames {
@@ -371,13 +448,15 @@ mod tests {
             assert_eq!(FrameKind::try_from(kind.as_byte()), Ok(kind));
         }
         assert_eq!(
-            [1, 2, 16, 17, 18],
+            [1, 2, 3, 16, 17, 18, 19],
             all_kinds().map(FrameKind::as_byte),
             "wire values are part of the protocol"
         );
         assert!(!FrameKind::Broadcast.is_from_relay());
         assert!(!FrameKind::Direct.is_from_relay());
         assert!(FrameKind::Welcome.is_from_relay());
+        assert!(FrameKind::Challenge.is_from_relay());
+        assert!(!FrameKind::Auth.is_from_relay());
     }
 
     #[test]
@@ -395,7 +474,7 @@ mod tests {
     #[test]
     fn unknown_version_is_rejected() {
         let mut bytes = Frame::broadcast(ROOM_ID, ALICE, vec![1]).encode();
-        for version in [0u8, 2, 255] {
+        for version in [0u8, 1, 3, 255] {
             bytes[0] = version;
             assert_eq!(
                 Frame::decode(&bytes),
@@ -414,20 +493,14 @@ mod tests {
     }
 
     #[test]
-    fn missing_sender_is_rejected_except_for_welcome() {
+    fn missing_sender_is_rejected_except_for_welcome_and_challenge() {
         for kind in all_kinds() {
             let header = Header {
-                kind,
-                room: ROOM_ID,
                 sender: PeerId::ZERO,
-                recipient: if kind == FrameKind::Direct {
-                    BOB
-                } else {
-                    PeerId::ZERO
-                },
+                ..valid_header(kind)
             };
             let result = Header::decode(&header.to_bytes());
-            if kind == FrameKind::Welcome {
+            if matches!(kind, FrameKind::Welcome | FrameKind::Challenge) {
                 assert!(result.is_ok());
             } else {
                 assert_eq!(result, Err(WireError::MissingSender { kind }));
@@ -436,49 +509,103 @@ mod tests {
     }
 
     #[test]
-    fn welcome_with_a_sender_is_rejected() {
+    fn welcome_or_challenge_with_a_sender_is_rejected() {
         // Found by the wire_frame fuzz target (fuzz/README.md): a Welcome whose
         // sender had one non-zero byte decoded, and re-encoding it with
         // `Frame::welcome` (which writes the zero sender) gave other bytes.
         let mut bytes = Frame::welcome(ROOM_ID, &[ALICE, BOB]).encode();
         bytes[38] = 0x80;
-        assert_eq!(Frame::decode(&bytes), Err(WireError::UnexpectedSender));
-        assert_eq!(Header::decode(&bytes), Err(WireError::UnexpectedSender));
-        let header = Header {
-            kind: FrameKind::Welcome,
-            room: ROOM_ID,
-            sender: ALICE,
-            recipient: PeerId::ZERO,
-        };
-        assert_eq!(header.validate(), Err(WireError::UnexpectedSender));
+        let kind = FrameKind::Welcome;
+        assert_eq!(
+            Frame::decode(&bytes),
+            Err(WireError::UnexpectedSender { kind })
+        );
+        assert_eq!(
+            Header::decode(&bytes),
+            Err(WireError::UnexpectedSender { kind })
+        );
+        for kind in [FrameKind::Welcome, FrameKind::Challenge] {
+            let header = Header {
+                sender: ALICE,
+                ..valid_header(kind)
+            };
+            assert_eq!(header.validate(), Err(WireError::UnexpectedSender { kind }));
+        }
     }
 
     #[test]
-    fn direct_without_recipient_is_rejected() {
+    fn direct_or_challenge_without_recipient_is_rejected() {
         let frame = Frame::direct(ROOM_ID, ALICE, PeerId::ZERO, vec![1]);
         assert_eq!(
             Frame::decode(&frame.encode()),
-            Err(WireError::MissingRecipient)
+            Err(WireError::MissingRecipient {
+                kind: FrameKind::Direct
+            })
+        );
+        let challenge = Header {
+            recipient: PeerId::ZERO,
+            ..valid_header(FrameKind::Challenge)
+        };
+        assert_eq!(
+            challenge.validate(),
+            Err(WireError::MissingRecipient {
+                kind: FrameKind::Challenge
+            })
         );
     }
 
     #[test]
-    fn recipient_on_non_direct_is_rejected() {
-        for kind in all_kinds().into_iter().filter(|k| *k != FrameKind::Direct) {
+    fn recipient_only_where_the_kind_has_one() {
+        for kind in all_kinds() {
             let header = Header {
-                kind,
-                room: ROOM_ID,
-                sender: if kind == FrameKind::Welcome {
-                    PeerId::ZERO
-                } else {
-                    ALICE
-                },
                 recipient: BOB,
+                ..valid_header(kind)
             };
-            assert_eq!(
-                Header::decode(&header.to_bytes()),
-                Err(WireError::UnexpectedRecipient { kind })
-            );
+            let result = Header::decode(&header.to_bytes());
+            if matches!(
+                kind,
+                FrameKind::Direct | FrameKind::Challenge | FrameKind::Welcome
+            ) {
+                assert!(result.is_ok(), "{kind}");
+            } else {
+                assert_eq!(result, Err(WireError::UnexpectedRecipient { kind }));
+            }
+        }
+    }
+
+    #[test]
+    fn welcome_may_name_the_assigned_peer() {
+        let frame = Frame::welcome_for(ROOM_ID, BOB, &[ALICE]);
+        let decoded = Frame::decode(&frame.encode()).unwrap();
+        assert_eq!(decoded.header.recipient, BOB);
+        assert_eq!(decoded.welcome_peers().collect::<Vec<_>>(), vec![ALICE]);
+    }
+
+    #[test]
+    fn fixed_size_payloads_are_checked() {
+        for (kind, good) in [(FrameKind::Challenge, 32), (FrameKind::Auth, 96)] {
+            let header = valid_header(kind);
+            for len in [0, good - 1, good + 1] {
+                let frame = Frame {
+                    header,
+                    payload: vec![1; len],
+                };
+                assert_eq!(
+                    Frame::decode(&frame.encode()),
+                    Err(WireError::BadPayloadLength {
+                        kind,
+                        len,
+                        expected: good
+                    })
+                );
+                // Routing needs only the header.
+                assert!(Header::decode(&frame.encode()).is_ok());
+            }
+            let frame = Frame {
+                header,
+                payload: vec![1; good],
+            };
+            assert!(Frame::decode(&frame.encode()).is_ok());
         }
     }
 
@@ -505,7 +632,7 @@ mod tests {
                 kind: FrameKind::Broadcast
             }
             .to_string(),
-            "broadcast frame carries a recipient; only direct frames may"
+            "broadcast frame carries a recipient; only direct, challenge and welcome frames may"
         );
     }
 
@@ -515,7 +642,7 @@ mod tests {
         // every header byte of a valid frame through a spread of values.
         let base = Frame::direct(ROOM_ID, ALICE, BOB, vec![5; 20]).encode();
         for at in 0..HEADER_LEN + 2 {
-            for value in [0u8, 1, 2, 16, 17, 18, 0x7f, 0xff] {
+            for value in [0u8, 1, 2, 3, 16, 17, 18, 19, 0x7f, 0xff] {
                 let mut bytes = base.clone();
                 bytes[at] = value;
                 let _ = FrameRef::decode(&bytes);

@@ -19,21 +19,31 @@
 //! | 66..     | payload                                                  |
 //!
 //! This crate does no I/O: it turns bytes into frames and back, so the relay, the
-//! peers and the simulator share one parser.
+//! peers and the simulator share one parser. It also holds what both ends of a
+//! relay connection must agree on besides frames: the room [`admission`]
+//! exchange (Challenge and Auth frames, the signed message) and the [`close`]
+//! codes a relay ends connections with.
 
+#![forbid(unsafe_code)]
 #![deny(clippy::unwrap_used)]
 
+pub mod admission;
+pub mod close;
 mod error;
 mod frame;
 mod id;
 
+pub use admission::{AdmissionError, AdmissionKey};
 pub use error::{ParseIdError, WireError};
 pub use frame::{Frame, FrameKind, FrameRef, Header};
 pub use id::{PeerId, RoomId};
 
 /// The only envelope version this build speaks; a frame with another version is
 /// rejected so that a future layout change can never be misread as this one.
-pub const PROTOCOL_VERSION: u8 = 1;
+///
+/// Version 2 added room admission (Challenge and Auth frames, peer ids
+/// assigned by the relay, room ids derived from the admission public key).
+pub const PROTOCOL_VERSION: u8 = 2;
 
 /// Size of the fixed header; the payload starts right after it.
 pub const HEADER_LEN: usize = 66;

@@ -267,6 +267,11 @@ impl SyncEngine {
         }
         match frame.header.kind {
             FrameKind::Welcome => {
+                // The relay assigns this connection's peer id; a relay that
+                // assigns none (the simulator's model relay) sends zero.
+                if !frame.header.recipient.is_zero() {
+                    self.me = frame.header.recipient;
+                }
                 // A Handshake may have overtaken the Welcome: such a peer
                 // keeps what it said (and is caught up from if it differs).
                 let mut before = std::mem::take(&mut self.peers);
@@ -308,6 +313,9 @@ impl SyncEngine {
             FrameKind::Broadcast | FrameKind::Direct => {
                 self.on_peer_frame(ws, &frame.header, frame.payload, now_ms, &mut out)?;
             }
+            // Room admission is the transport's business, done before it
+            // reports the connection; neither kind carries sync data.
+            FrameKind::Challenge | FrameKind::Auth => {}
         }
         ws.commit()?;
         self.pump_catch_up(ws, now_ms);

@@ -1,15 +1,17 @@
 //! End-to-end sealing: the relay routes frames it can never read.
 //!
 //! One random 32-byte [`WorkspaceKey`] is created by `cue init` and travels only
-//! inside join codes. HKDF-SHA256 derives two values from it: the room id the
-//! relay sees (so the relay cannot even learn the workspace id) and the
+//! inside join codes. HKDF-SHA256 derives two values from it: the seed of the
+//! room admission key pair (Ed25519), whose public key's hash is the room id
+//! the relay sees (so the relay can check that a client holds the key without
+//! learning it, and cannot even learn the workspace id), and the
 //! XChaCha20-Poly1305 key that seals every payload. The frame's 66-byte routing
 //! header is the AEAD's associated data, so a sealed payload moved into another
 //! room, or re-sent under another sender or recipient, fails to open.
 
 use chacha20poly1305::aead::{Aead, Payload};
 use chacha20poly1305::{KeyInit, XChaCha20Poly1305, XNonce};
-use cue_wire::{Header, RoomId};
+use cue_wire::{AdmissionKey, Header, RoomId};
 use hkdf::Hkdf;
 use sha2::Sha256;
 
@@ -18,7 +20,9 @@ pub const NONCE_LEN: usize = 24;
 /// Bytes the AEAD adds: the nonce and the Poly1305 tag.
 pub const SEAL_OVERHEAD: usize = NONCE_LEN + 16;
 
-const ROOM_INFO: &[u8] = b"cuedeck sync v1 room id";
+/// HKDF info of the admission key pair's seed. v2: v1 derived the room id
+/// directly from the key, and v1 clients had no admission.
+const ADMISSION_INFO: &[u8] = b"cuedeck sync v2 room admission";
 const PAYLOAD_INFO: &[u8] = b"cuedeck sync v1 payload key";
 
 /// The secret every member of a workspace holds: whoever has it can read and
@@ -50,9 +54,16 @@ impl WorkspaceKey {
         &self.0
     }
 
-    /// The room on the relay: a one-way function of the key.
+    /// The room on the relay: a one-way function of the key (the hash of the
+    /// admission public key, see [`cue_wire::admission::room_id_for`]).
     pub fn room_id(&self) -> RoomId {
-        RoomId(self.expand(ROOM_INFO))
+        self.admission_key().room_id()
+    }
+
+    /// The key pair that answers the relay's challenge to prove, without
+    /// revealing anything reusable, that this peer holds the workspace key.
+    pub fn admission_key(&self) -> AdmissionKey {
+        AdmissionKey::from_seed(self.expand(ADMISSION_INFO))
     }
 
     /// The sealer for this key's payloads.
@@ -176,6 +187,30 @@ mod tests {
         assert_eq!(
             key.sealer().open(&h, &sealed[..10]),
             Err(SealError::TooShort { len: 10 })
+        );
+    }
+
+    #[test]
+    fn the_room_is_the_hash_of_the_admission_public_key() {
+        let key = WorkspaceKey::from_bytes([7; 32]);
+        let admission = key.admission_key();
+        assert_eq!(
+            key.room_id(),
+            cue_wire::admission::room_id_for(&admission.public_key())
+        );
+        assert_eq!(admission.room_id(), key.room_id());
+        // Deterministic: every member derives the same pair.
+        assert_eq!(
+            admission.public_key(),
+            WorkspaceKey::from_bytes([7; 32])
+                .admission_key()
+                .public_key()
+        );
+        assert_ne!(
+            admission.public_key(),
+            WorkspaceKey::from_bytes([8; 32])
+                .admission_key()
+                .public_key()
         );
     }
 }

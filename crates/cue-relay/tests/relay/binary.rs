@@ -7,7 +7,7 @@ use tokio::process::Command;
 use tokio::time::timeout;
 use tokio_tungstenite::connect_async;
 
-use crate::testkit::{peer, room, Client, TIMEOUT};
+use crate::testkit::{key, room, Client, TIMEOUT};
 
 const BIN: &str = env!("CARGO_BIN_EXE_cue-relay");
 
@@ -37,23 +37,25 @@ async fn the_binary_prints_its_address_relays_frames_and_stops_on_sigterm() {
     );
 
     let mut clients = Vec::new();
-    for n in 1..=2 {
-        let url = format!("{base}/v1/rooms/{}?peer={}", room(1), peer(n));
+    for _ in 1..=2 {
+        let url = format!("{base}/v2/rooms/{}", room(1));
         let (ws, _) = timeout(TIMEOUT, connect_async(url)).await.unwrap().unwrap();
         let mut client = Client {
             ws,
             room: room(1),
-            peer: peer(n),
+            peer: cue_wire::PeerId::ZERO,
         };
+        client.authenticate(&key(1)).await;
         client.welcome().await;
         clients.push(client);
     }
+    let second = clients[1].peer;
     clients[0]
-        .expect_notice(cue_wire::FrameKind::PeerJoined, peer(2))
+        .expect_notice(cue_wire::FrameKind::PeerJoined, second)
         .await;
     clients[1].broadcast(b"through the binary").await;
     clients[0]
-        .expect_payload(peer(2), b"through the binary")
+        .expect_payload(second, b"through the binary")
         .await;
 
     let pid = child.id().unwrap().to_string();
@@ -90,6 +92,13 @@ async fn help_explains_every_flag() {
         "--ping-interval-secs",
         "--idle-timeout-secs",
         "--shutdown-grace-secs",
+        "--header-timeout-secs",
+        "--admission-timeout-secs",
+        "--max-conns-per-ip",
+        "--max-unadmitted-per-ip",
+        "--max-unadmitted",
+        "--shed-log-interval-secs",
+        "CUE_RELAY_MAX_CONNS_PER_IP",
         "CUE_RELAY_LISTEN",
         "CUE_RELAY_AUTH_TOKEN",
     ] {

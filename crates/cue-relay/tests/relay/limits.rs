@@ -9,7 +9,7 @@ use tokio::sync::watch;
 use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::testkit::{peer, room, Event, SilentClient, TestRelay, TIMEOUT};
+use crate::testkit::{key, room, Event, SilentClient, TestRelay, TIMEOUT};
 
 #[tokio::test]
 async fn a_flooding_client_is_slowed_down_but_loses_nothing() {
@@ -20,15 +20,16 @@ async fn a_flooding_client_is_slowed_down_but_loses_nothing() {
         ..RelayConfig::default()
     })
     .await;
-    let mut peers = relay.room_of(room(1), 2).await;
+    let mut peers = relay.room_of(1, 2).await;
     let mut receiver = peers.pop().unwrap();
     let mut sender = peers.pop().unwrap();
+    let from = sender.peer;
 
     let total: u32 = 40;
     // All in one write, so the relay has them all waiting at once.
     let flood = tokio::spawn(async move {
         for i in 0..total {
-            let frame = Frame::broadcast(room(1), peer(1), i.to_be_bytes().to_vec());
+            let frame = Frame::broadcast(room(1), from, i.to_be_bytes().to_vec());
             sender
                 .ws
                 .feed(Message::Binary(frame.encode().into()))
@@ -39,7 +40,7 @@ async fn a_flooding_client_is_slowed_down_but_loses_nothing() {
         sender
     });
     for i in 0..total {
-        receiver.expect_payload(peer(1), &i.to_be_bytes()).await;
+        receiver.expect_payload(from, &i.to_be_bytes()).await;
     }
     let _sender = flood.await.unwrap();
 
@@ -58,7 +59,7 @@ async fn a_client_that_keeps_flooding_is_closed_with_4029() {
         ..RelayConfig::default()
     })
     .await;
-    let mut peers = relay.room_of(room(1), 2).await;
+    let mut peers = relay.room_of(1, 2).await;
 
     // Far more than the rate allows within the grace, all sent at once.
     for i in 0u32..50 {
@@ -103,8 +104,9 @@ async fn a_client_that_stops_reading_is_cut_off_while_others_keep_receiving() {
     })
     .await;
     // The stalled peer joins first and never reads after its Welcome.
-    let (mut stalled, _) = relay.join(room(1), peer(9)).await;
-    let mut peers = relay.room_of(room(1), 2).await;
+    let (mut stalled, _) = relay.join(1).await;
+    let stalled_id = stalled.peer;
+    let mut peers = relay.room_of(1, 2).await;
     let mut reader = peers.pop().unwrap();
     let mut producer = peers.pop().unwrap();
 
@@ -117,7 +119,7 @@ async fn a_client_that_stops_reading_is_cut_off_while_others_keep_receiving() {
             let frame = reader.recv().await;
             match frame.header.kind {
                 FrameKind::PeerLeft => {
-                    assert_eq!(frame.header.sender, peer(9));
+                    assert_eq!(frame.header.sender, stalled_id);
                     saw_leave = true;
                 }
                 FrameKind::Broadcast => {
@@ -185,7 +187,7 @@ async fn a_silent_connection_is_closed_with_4408() {
     .await;
     // This client never writes after the handshake, so it never answers the
     // relay's pings: the relay hears nothing from it.
-    let mut silent = SilentClient::connect(relay.addr, room(1), peer(1)).await;
+    let mut silent = SilentClient::connect(relay.addr, 1, Some(&key(1))).await;
     assert_eq!(silent.expect_close().await, (4408, "idle timeout".into()));
     relay.wait_metrics(|m| m.connections_current == 0).await;
 }

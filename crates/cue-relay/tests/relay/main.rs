@@ -13,5 +13,6 @@ mod binary;
 mod limits;
 mod ops;
 mod routing;
+mod shedding;
 mod testkit;
 mod violations;

@@ -2,7 +2,9 @@
 
 use cue_wire::FrameKind;
 
-use crate::testkit::{http_get, peer, room, TestRelay};
+use cue_wire::PeerId;
+
+use crate::testkit::{http_get, TestRelay};
 
 #[tokio::test]
 async fn healthz_answers_ok() {
@@ -12,19 +14,17 @@ async fn healthz_answers_ok() {
 
     let (status, _, body) = http_get(relay.addr, "/nope").await;
     assert_eq!(status, 404);
-    assert!(
-        body.contains("/v1/rooms/<room id hex>?peer=<peer id hex>"),
-        "{body}"
-    );
+    assert!(body.contains("/v2/rooms/<room id hex>"), "{body}");
 }
 
 #[tokio::test]
 async fn metrics_are_served_in_prometheus_text_format() {
     let relay = TestRelay::with_defaults().await;
-    let mut peers = relay.room_of(room(1), 2).await;
+    let mut peers = relay.room_of(1, 2).await;
+    let first = peers[0].peer;
     peers[0].broadcast(&[1; 100]).await;
-    peers[1].expect_payload(peer(1), &[1; 100]).await;
-    peers[0].direct(peer(3), b"to nobody").await;
+    peers[1].expect_payload(first, &[1; 100]).await;
+    peers[0].direct(PeerId([3; 16]), b"to nobody").await;
     relay.wait_metrics(|m| m.direct_dropped == 1).await;
 
     let (status, head, body) = http_get(relay.addr, "/metrics").await;
@@ -43,6 +43,11 @@ async fn metrics_are_served_in_prometheus_text_format() {
         "cue_relay_slow_consumer_disconnects_total 0",
         "cue_relay_rate_limited_total 0",
         "cue_relay_auth_rejected_total 0",
+        "cue_relay_admitted_total 2",
+        "cue_relay_unadmitted 1",
+        "cue_relay_admission_refused_total 0",
+        "cue_relay_header_timeouts_total 0",
+        "cue_relay_per_ip_refused_total 0",
         "# TYPE cue_relay_frames_out_total counter",
         "# TYPE cue_relay_bytes_out_total counter",
     ] {
@@ -51,16 +56,17 @@ async fn metrics_are_served_in_prometheus_text_format() {
             "missing {line:?} in\n{body}"
         );
     }
-    // Writes are counted once they complete: two Welcomes, one PeerJoined, one broadcast.
-    relay.wait_metrics(|m| m.frames_out == 4).await;
+    // Writes are counted once they complete: two Challenges, two Welcomes,
+    // one PeerJoined, one broadcast.
+    relay.wait_metrics(|m| m.frames_out == 6).await;
 }
 
 #[tokio::test]
 async fn shutdown_closes_every_client_with_1001_and_stops_listening() {
     let relay = TestRelay::with_defaults().await;
     let addr = relay.addr;
-    let mut peers = relay.room_of(room(1), 2).await;
-    let mut other = relay.room_of(room(2), 1).await;
+    let mut peers = relay.room_of(1, 2).await;
+    let mut other = relay.room_of(2, 1).await;
     let metrics = relay.metrics.clone();
 
     let stopped = tokio::spawn(relay.shutdown());

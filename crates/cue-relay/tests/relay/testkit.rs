@@ -1,11 +1,13 @@
-//! A relay on a free port, a WebSocket client that speaks cue-wire, and a tiny
-//! HTTP client for the plain endpoints.
+//! A relay on a free port, a WebSocket client that speaks cue-wire (and passes
+//! room admission with the room's key), and a tiny HTTP client for the plain
+//! endpoints.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use cue_relay::{MetricsSnapshot, Relay, RelayConfig, RelayError, RelayMetrics};
-use cue_wire::{Frame, FrameKind, PeerId, RoomId};
+use cue_wire::admission::Challenge;
+use cue_wire::{AdmissionKey, Frame, FrameKind, PeerId, RoomId};
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -20,16 +22,19 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 /// Upper bound on any single wait; generous so a loaded machine never fails a test.
 pub const TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A deterministic room id, distinct per `n`.
-pub fn room(n: u8) -> RoomId {
-    RoomId([n; 32])
+/// The admission key of room `n`: what its members hold.
+pub fn key(n: u8) -> AdmissionKey {
+    AdmissionKey::from_seed([n; 32])
 }
 
-/// A deterministic, non-zero peer id, distinct per `n`.
-pub fn peer(n: u8) -> PeerId {
-    let mut id = [0xa0; 16];
-    id[15] = n;
-    PeerId(id)
+/// The room id of room `n`, derived from its key as members derive it.
+pub fn room(n: u8) -> RoomId {
+    key(n).room_id()
+}
+
+/// A key for a room that is not `room(n)`'s: a stranger's.
+pub fn stranger_key() -> AdmissionKey {
+    AdmissionKey::from_seed([0xee; 32])
 }
 
 /// A relay served in-process on 127.0.0.1 with a free port.
@@ -62,22 +67,37 @@ impl TestRelay {
         TestRelay::start(RelayConfig::default()).await
     }
 
-    pub fn url(&self, room: RoomId, peer: PeerId) -> String {
-        format!("ws://{}/v1/rooms/{room}?peer={peer}", self.addr)
+    pub fn url(&self, room: RoomId) -> String {
+        format!("ws://{}/v2/rooms/{room}", self.addr)
     }
 
-    /// Opens a WebSocket without reading anything.
-    pub async fn connect(&self, room: RoomId, peer: PeerId) -> Client {
-        self.connect_with(room, peer, None).await
+    /// Opens a WebSocket to room `n` without admission: the test plays the
+    /// client's side of the exchange itself.
+    pub async fn open(&self, n: u8) -> Client {
+        self.open_with(n, None).await
     }
 
-    /// Opens a WebSocket with an optional bearer token.
-    pub async fn connect_with(&self, room: RoomId, peer: PeerId, token: Option<&str>) -> Client {
-        let ws = self
-            .try_connect(&self.url(room, peer), token)
-            .await
-            .unwrap();
-        Client { ws, room, peer }
+    /// Opens a WebSocket to room `n` with an optional bearer token.
+    pub async fn open_with(&self, n: u8, token: Option<&str>) -> Client {
+        let ws = self.try_connect(&self.url(room(n)), token).await.unwrap();
+        Client {
+            ws,
+            room: room(n),
+            peer: PeerId::ZERO,
+        }
+    }
+
+    /// Opens a WebSocket to room `n` and passes admission with its key; the
+    /// Welcome is the next frame.
+    pub async fn connect(&self, n: u8) -> Client {
+        self.connect_with(n, None).await
+    }
+
+    /// Opens an admitted WebSocket with an optional bearer token.
+    pub async fn connect_with(&self, n: u8, token: Option<&str>) -> Client {
+        let mut client = self.open_with(n, token).await;
+        client.authenticate(&key(n)).await;
+        client
     }
 
     /// Attempts an upgrade, returning the handshake error (with the HTTP response).
@@ -99,22 +119,25 @@ impl TestRelay {
         Ok(ws)
     }
 
-    /// Connects and reads the Welcome, so the peer is known to have joined.
-    /// Returns the client and the peers the Welcome listed.
-    pub async fn join(&self, room: RoomId, peer: PeerId) -> (Client, Vec<PeerId>) {
-        let mut client = self.connect(room, peer).await;
+    /// Connects to room `n`, passes admission and reads the Welcome, so the
+    /// peer is known to have joined. Returns the client (its `peer` the id the
+    /// relay assigned) and the peers the Welcome listed.
+    pub async fn join(&self, n: u8) -> (Client, Vec<PeerId>) {
+        let mut client = self.connect(n).await;
         let present = client.welcome().await;
         (client, present)
     }
 
-    /// Joins peers `1..=n` of `room` in order and drains the PeerJoined notices,
-    /// so every client's next frame is whatever the test does next.
-    pub async fn room_of(&self, room: RoomId, n: u8) -> Vec<Client> {
+    /// Joins `count` peers to room `n` in order and drains the PeerJoined
+    /// notices, so every client's next frame is whatever the test does next.
+    pub async fn room_of(&self, n: u8, count: usize) -> Vec<Client> {
         let mut clients: Vec<Client> = Vec::new();
-        for i in 1..=n {
-            let (client, _) = self.join(room, peer(i)).await;
+        for _ in 0..count {
+            let (client, _) = self.join(n).await;
             for earlier in &mut clients {
-                earlier.expect_notice(FrameKind::PeerJoined, peer(i)).await;
+                earlier
+                    .expect_notice(FrameKind::PeerJoined, client.peer)
+                    .await;
             }
             clients.push(client);
         }
@@ -166,6 +189,23 @@ pub enum Event {
 }
 
 impl Client {
+    /// Reads the relay's Challenge; notes the peer id it assigns.
+    pub async fn challenge(&mut self) -> Challenge {
+        let frame = self.recv().await;
+        assert_eq!(frame.header.kind, FrameKind::Challenge, "{frame:?}");
+        let challenge = Challenge::decode(&frame.encode()).unwrap();
+        assert_eq!(challenge.room, self.room);
+        assert!(!challenge.peer.is_zero());
+        self.peer = challenge.peer;
+        challenge
+    }
+
+    /// Answers the relay's Challenge with `key`'s proof.
+    pub async fn authenticate(&mut self, key: &AdmissionKey) {
+        let challenge = self.challenge().await;
+        self.send(&key.sign(&challenge).to_frame(&challenge)).await;
+    }
+
     pub async fn send_bytes(&mut self, bytes: Vec<u8>) {
         timeout(TIMEOUT, self.ws.send(Message::Binary(bytes.into())))
             .await
@@ -219,11 +259,16 @@ impl Client {
         }
     }
 
-    /// Expects a Welcome and returns the peers it lists.
+    /// Expects a Welcome naming this client's assigned id, and returns the
+    /// peers it lists.
     pub async fn welcome(&mut self) -> Vec<PeerId> {
         let frame = self.recv().await;
         assert_eq!(frame.header.kind, FrameKind::Welcome, "{frame:?}");
         assert_eq!(frame.header.room, self.room);
+        assert_eq!(
+            frame.header.recipient, self.peer,
+            "the Welcome names our id"
+        );
         frame.welcome_peers().collect()
     }
 
@@ -307,19 +352,21 @@ pub fn refusal(err: tungstenite::Error) -> (u16, String) {
     }
 }
 
-/// A peer that completes the WebSocket handshake and then never writes again,
-/// not even the pongs a WebSocket library sends by itself: a client that went
-/// silent. It reads raw frames, so the test sees exactly what the relay sent.
+/// A peer that completes the WebSocket handshake (and, if given a key, room
+/// admission) and then never writes again, not even the pongs a WebSocket
+/// library sends by itself: a client that went silent. It reads raw frames, so
+/// the test sees exactly what the relay sent.
 pub struct SilentClient {
     stream: TcpStream,
 }
 
 impl SilentClient {
-    pub async fn connect(addr: SocketAddr, room: RoomId, peer: PeerId) -> SilentClient {
+    pub async fn connect(addr: SocketAddr, n: u8, key: Option<&AdmissionKey>) -> SilentClient {
+        let room = room(n);
         let handshake = async {
             let mut stream = TcpStream::connect(addr).await.unwrap();
             let request = format!(
-                "GET /v1/rooms/{room}?peer={peer} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\n\
+                "GET /v2/rooms/{room} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\n\
                  Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
                  Sec-WebSocket-Version: 13\r\n\r\n"
             );
@@ -336,7 +383,31 @@ impl SilentClient {
         let stream = timeout(TIMEOUT, handshake)
             .await
             .expect("handshake timed out");
-        SilentClient { stream }
+        let mut client = SilentClient { stream };
+        if let Some(key) = key {
+            let (opcode, payload) = client.next_frame().await;
+            assert_eq!(opcode, 0x2, "the challenge is a binary frame");
+            let challenge = Challenge::decode(&payload).unwrap();
+            let auth = key.sign(&challenge).to_frame(&challenge).encode();
+            client.send_masked_binary(&auth).await;
+        }
+        client
+    }
+
+    /// Writes one masked binary frame (clients must mask), then nothing more.
+    async fn send_masked_binary(&mut self, payload: &[u8]) {
+        let mask = [0x37u8, 0xfa, 0x21, 0x3d];
+        let mut frame = vec![0x82];
+        match payload.len() {
+            len @ 0..=125 => frame.push(0x80 | len as u8),
+            len => {
+                frame.push(0x80 | 126);
+                frame.extend_from_slice(&u16::try_from(len).unwrap().to_be_bytes());
+            }
+        }
+        frame.extend_from_slice(&mask);
+        frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        self.stream.write_all(&frame).await.unwrap();
     }
 
     /// The next frame's opcode and payload (frames from a server are unmasked).

@@ -107,13 +107,12 @@ pub struct Daemon {
 /// Starts the network thread; the returned sender is how frames leave.
 fn start_network(
     target: RelayTarget,
-    engine: &SyncEngine,
+    key: &WorkspaceKey,
     events: mpsc::Sender<Event>,
     handle_signals: bool,
 ) -> Result<(tmpsc::UnboundedSender<Vec<u8>>, std::thread::JoinHandle<()>)> {
     let (out_tx, out_rx) = tmpsc::unbounded_channel();
-    let room = engine.room();
-    let me = engine.me();
+    let admission = key.admission_key();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -125,7 +124,7 @@ fn start_network(
                 if handle_signals {
                     spawn_signal_handler(events.clone());
                 }
-                net::run(target, room, me, events, out_rx).await;
+                net::run(target, admission, events, out_rx).await;
             });
         })
         .context("starting the network thread")?;
@@ -217,7 +216,7 @@ pub fn run(
         info!("offline longer than sync.max_offline_days: every document will be compared");
     }
 
-    let (out, net_thread) = start_network(target.clone(), &engine, tx.clone(), watching)?;
+    let (out, net_thread) = start_network(target.clone(), key, tx.clone(), watching)?;
     let ticker = tx.clone();
     std::thread::Builder::new()
         .name("cue-tick".into())

@@ -1,6 +1,8 @@
-//! The connection to the relay: connect, pass frames both ways, and when the
-//! connection drops, reconnect with exponential backoff and jitter (so a
-//! restarted relay is not hit by every peer at the same instant).
+//! The connection to the relay: connect, prove the workspace key (room
+//! admission: the relay's Challenge, our signed Auth, its Welcome naming the
+//! peer id it assigned us), pass frames both ways, and when the connection
+//! drops, reconnect with exponential backoff and jitter (so a restarted relay
+//! is not hit by every peer at the same instant).
 //!
 //! With no relay configured, the default is a relay on this machine,
 //! `ws://127.0.0.1:7878`: if nothing answers there, this peer starts one
@@ -20,14 +22,17 @@ use tokio_tungstenite::tungstenite::{self, Message};
 use tracing::{debug, info, warn};
 
 use super::daemon::Event;
-use cue_relay::close;
-use cue_wire::{PeerId, RoomId};
+use cue_wire::{close, AdmissionKey, FrameKind, FrameRef, Header, PeerId};
 
 /// Where the embedded relay listens when no relay is configured.
 pub const DEFAULT_RELAY: &str = "ws://127.0.0.1:7878";
+/// Where the embedded relay listens (the address of [`DEFAULT_RELAY`]).
 const DEFAULT_LISTEN: &str = "127.0.0.1:7878";
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// The whole connect: TCP, the WebSocket upgrade, the challenge and the
+/// Welcome. The relay's own admission deadline is 10 s from its accept.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How to reach the relay.
 #[derive(Clone)]
@@ -47,33 +52,38 @@ pub enum NetError {
     BadUrl { url: String, reason: String },
     #[error("the relay closed the connection: {reason} (code {code}); not retrying")]
     Refused { code: u16, reason: String },
+    #[error("the relay at {url} does not serve /v2/rooms (HTTP {status}): it is older than this cue, which needs room admission; upgrade the relay")]
+    OutdatedRelay { url: String, status: u16 },
 }
 
 /// Runs until `outgoing` closes (shutdown). Frames from the relay, connection
-/// changes and fatal errors go to `events`.
+/// changes and fatal errors go to `events`; the relay's Welcome is the first
+/// frame after each `Connected`, and names the peer id this connection got.
 pub async fn run(
     target: RelayTarget,
-    room: RoomId,
-    me: PeerId,
+    admission: AdmissionKey,
     events: mpsc::Sender<Event>,
     mut outgoing: tmpsc::UnboundedReceiver<Vec<u8>>,
 ) {
     let mut backoff = BACKOFF_MIN;
     let mut hosted = false;
+    let url = format!(
+        "{}/v2/rooms/{}",
+        target.url.trim_end_matches('/'),
+        admission.room_id()
+    );
     loop {
-        let url = format!(
-            "{}/v1/rooms/{room}?peer={me}",
-            target.url.trim_end_matches('/')
-        );
-        match connect(&url, target.token.as_deref()).await {
-            Ok(ws) => {
+        match connect(&url, target.token.as_deref(), &admission).await {
+            Ok(Admitted { ws, me, welcome }) => {
                 backoff = BACKOFF_MIN;
                 // Frames queued for an earlier connection address peers that are gone.
                 while outgoing.try_recv().is_ok() {}
-                if events.send(Event::Connected).is_err() {
+                if events.send(Event::Connected).is_err()
+                    || events.send(Event::Frame(welcome)).is_err()
+                {
                     return;
                 }
-                let ended = pump(ws, &events, &mut outgoing).await;
+                let ended = pump(ws, me, &events, &mut outgoing).await;
                 let _ = events.send(Event::Disconnected);
                 match ended {
                     Ended::Shutdown => return,
@@ -123,7 +133,89 @@ enum ConnectError {
     Fatal(NetError),
 }
 
-async fn connect(url: &str, token: Option<&str>) -> Result<Ws, ConnectError> {
+/// A connection the relay admitted: the peer id it assigned, and its Welcome.
+struct Admitted {
+    ws: Ws,
+    me: PeerId,
+    welcome: Vec<u8>,
+}
+
+async fn connect(
+    url: &str,
+    token: Option<&str>,
+    admission: &AdmissionKey,
+) -> Result<Admitted, ConnectError> {
+    match tokio::time::timeout(CONNECT_TIMEOUT, connect_admitted(url, token, admission)).await {
+        Err(_) => Err(ConnectError::Retry("timed out".into())),
+        Ok(result) => result,
+    }
+}
+
+async fn connect_admitted(
+    url: &str,
+    token: Option<&str>,
+    admission: &AdmissionKey,
+) -> Result<Admitted, ConnectError> {
+    let mut ws = upgrade(url, token).await?;
+    // 1. The relay's Challenge: the peer id it assigns us, a nonce to sign.
+    let challenge = match next_binary(&mut ws).await? {
+        Some(bytes) => bytes,
+        None => return Err(ConnectError::Retry("closed before the challenge".into())),
+    };
+    let (me, auth) = admission.answer(&challenge).map_err(|e| {
+        ConnectError::Retry(format!(
+            "the relay's first frame is not a challenge for this workspace's room: {e}"
+        ))
+    })?;
+    // 2. Our Auth: the admission public key and a signature over the challenge.
+    ws.send(Message::binary(auth.encode()))
+        .await
+        .map_err(|e| ConnectError::Retry(e.to_string()))?;
+    // 3. The Welcome, once the relay has checked it and seated us.
+    let welcome = match next_binary(&mut ws).await? {
+        Some(bytes) => bytes,
+        None => return Err(ConnectError::Retry("closed before the welcome".into())),
+    };
+    match FrameRef::decode(&welcome) {
+        Ok(frame) if frame.header.kind == FrameKind::Welcome && frame.header.recipient == me => {
+            Ok(Admitted { ws, me, welcome })
+        }
+        Ok(frame) => Err(ConnectError::Retry(format!(
+            "the relay answered the admission with a {} frame, not our welcome",
+            frame.header.kind
+        ))),
+        Err(e) => Err(ConnectError::Retry(format!(
+            "the relay answered the admission with a bad frame: {e}"
+        ))),
+    }
+}
+
+/// The next binary message during the admission; `None` if the stream ended.
+/// A close frame from the relay is turned into the error it stands for.
+async fn next_binary(ws: &mut Ws) -> Result<Option<Vec<u8>>, ConnectError> {
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Binary(bytes))) => return Ok(Some(bytes.to_vec())),
+            Some(Ok(Message::Close(frame))) => {
+                let (code, reason) = frame
+                    .map(|f| (u16::from(f.code), f.reason.to_string()))
+                    .unwrap_or((1005, String::new()));
+                return Err(match closed(code, reason) {
+                    Ended::Fatal(e) => ConnectError::Fatal(e),
+                    Ended::Dropped(why) => ConnectError::Retry(why),
+                    Ended::Shutdown => ConnectError::Retry("closed".into()),
+                });
+            }
+            Some(Ok(_)) => {}
+            Some(Err(e)) => return Err(ConnectError::Retry(e.to_string())),
+            None => return Ok(None),
+        }
+    }
+}
+
+/// TCP connect and the WebSocket upgrade of `/v2/rooms/<room>`.
+async fn upgrade(url: &str, token: Option<&str>) -> Result<Ws, ConnectError> {
+    let base = || url.split("/v2/").next().unwrap_or(url).to_string();
     let mut request = url.into_client_request().map_err(|e| {
         ConnectError::Fatal(NetError::BadUrl {
             url: url.into(),
@@ -142,20 +234,22 @@ async fn connect(url: &str, token: Option<&str>) -> Result<Ws, ConnectError> {
     let mut config = tungstenite::protocol::WebSocketConfig::default();
     config.max_message_size = Some(cue_wire::MAX_ENCODED_FRAME_BYTES);
     config.max_frame_size = Some(cue_wire::MAX_ENCODED_FRAME_BYTES);
-    let connecting = tokio_tungstenite::connect_async_with_config(request, Some(config), true);
-    match tokio::time::timeout(Duration::from_secs(10), connecting).await {
-        Err(_) => Err(ConnectError::Retry("timed out".into())),
-        Ok(Ok((ws, _))) => Ok(ws),
-        Ok(Err(tungstenite::Error::Http(resp))) if resp.status() == 401 => {
-            Err(ConnectError::Fatal(NetError::Unauthorized {
-                url: url.split("/v1/").next().unwrap_or(url).to_string(),
+    match tokio_tungstenite::connect_async_with_config(request, Some(config), true).await {
+        Ok((ws, _)) => Ok(ws),
+        Err(tungstenite::Error::Http(resp)) if resp.status() == 401 => {
+            Err(ConnectError::Fatal(NetError::Unauthorized { url: base() }))
+        }
+        Err(tungstenite::Error::Http(resp)) if resp.status() == 404 => {
+            Err(ConnectError::Fatal(NetError::OutdatedRelay {
+                url: base(),
+                status: 404,
             }))
         }
-        Ok(Err(tungstenite::Error::Url(e))) => Err(ConnectError::Fatal(NetError::BadUrl {
+        Err(tungstenite::Error::Url(e)) => Err(ConnectError::Fatal(NetError::BadUrl {
             url: url.into(),
             reason: e.to_string(),
         })),
-        Ok(Err(e)) => Err(ConnectError::Retry(e.to_string())),
+        Err(e) => Err(ConnectError::Retry(e.to_string())),
     }
 }
 
@@ -165,8 +259,17 @@ enum Ended {
     Fatal(NetError),
 }
 
+/// Whether a frame the engine built is from this connection's peer id. A
+/// frame sealed before the Welcome of this connection carries the id of the
+/// previous one: the relay would close us for it (4002), so it is dropped
+/// (the engine resyncs with every peer after a Welcome anyway).
+fn sent_as(bytes: &[u8], me: PeerId) -> bool {
+    Header::decode(bytes).is_ok_and(|h| h.sender == me)
+}
+
 async fn pump(
     ws: Ws,
+    me: PeerId,
     events: &mpsc::Sender<Event>,
     outgoing: &mut tmpsc::UnboundedReceiver<Vec<u8>>,
 ) -> Ended {
@@ -174,6 +277,9 @@ async fn pump(
     loop {
         tokio::select! {
             frame = outgoing.recv() => match frame {
+                Some(bytes) if !sent_as(&bytes, me) => {
+                    debug!("dropped a frame sealed for an earlier connection");
+                }
                 Some(bytes) => {
                     if let Err(e) = sink.send(Message::binary(bytes)).await {
                         return Ended::Dropped(e.to_string());
@@ -204,16 +310,22 @@ async fn pump(
     }
 }
 
-/// Close codes the relay sends (see cue-relay's `close` module): some say that
+/// Close codes the relay sends (see `cue_wire::close`): some say that
 /// retrying is pointless, the rest are retried.
 fn closed(code: u16, reason: String) -> Ended {
     match code {
-        // A frame the relay calls malformed, misaddressed or spoofed: a bug or
-        // an incompatible build, which reconnecting would only repeat. The
-        // rest (room full, rate, slow consumer, idle, restart) are retried.
-        close::BAD_FRAME | close::WRONG_ROOM | close::SPOOFED_SENDER | close::UNSUPPORTED_DATA => {
-            Ended::Fatal(NetError::Refused { code, reason })
-        }
+        // A frame the relay calls malformed, misaddressed or spoofed, an
+        // admission it refused (this key is not the room's) or a protocol it
+        // no longer speaks: a bug or an incompatible build, which
+        // reconnecting would only repeat. The rest (room full, rate, slow
+        // consumer, idle, admission timeout, busy, restart) are retried.
+        close::BAD_FRAME
+        | close::WRONG_ROOM
+        | close::SPOOFED_SENDER
+        | close::UNSUPPORTED_DATA
+        | close::ADMISSION_REFUSED
+        | close::ADMISSION_REQUIRED
+        | close::OUTDATED_PROTOCOL => Ended::Fatal(NetError::Refused { code, reason }),
         _ => {
             warn!("relay closed the connection: {reason} (code {code})");
             Ended::Dropped(format!("closed by the relay: {reason} (code {code})"))
@@ -224,7 +336,8 @@ fn closed(code: u16, reason: String) -> Ended {
 /// Starts the embedded relay on the default address; false if the port is
 /// taken (another peer hosts it, or something else listens there).
 async fn host_embedded_relay() -> bool {
-    let listener = match tokio::net::TcpListener::bind(DEFAULT_LISTEN).await {
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], 7878));
+    let listener = match cue_relay::bind(addr) {
         Ok(l) => l,
         Err(e) => {
             debug!("not hosting a relay on {DEFAULT_LISTEN}: {e}");

@@ -17,11 +17,8 @@ use cue_wire::{Frame, FrameKind, Header, PeerId};
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
-use crate::livekit::{clone_live, invite, wait_until, Daemon, Relay};
+use crate::livekit::{clone_live, invite, join_room, wait_until, Daemon, Relay, Ws};
 use crate::testkit::Peer;
-
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// A client in the room that holds the workspace key but not our code: it
 /// can seal frames, so the peers have to judge what is inside.
@@ -43,11 +40,9 @@ impl Hostile {
             .enable_all()
             .build()
             .unwrap_or_else(|e| panic!("{e}"));
-        let me = PeerId([0x66; 16]);
-        let url = format!("{}/v1/rooms/{}?peer={me}", relay.url(), key.room_id());
-        let (ws, _) = rt
-            .block_on(tokio_tungstenite::connect_async(url))
-            .unwrap_or_else(|e| panic!("hostile connect: {e}"));
+        // It holds the key, so it passes admission; its peer id is the one
+        // the relay assigns.
+        let (ws, me, welcome) = rt.block_on(join_room(&relay.url(), &key));
         let mut rng = rand::rng();
         let mut replica = Workspace::join(MemStore::default(), "mallory", &mut rng)
             .unwrap_or_else(|e| panic!("{e}"));
@@ -64,6 +59,13 @@ impl Hostile {
             seq: 1000,
         };
         // Sync like an honest peer first, to learn the index it will forge.
+        let out = h
+            .engine
+            .on_frame(&mut h.replica, &welcome, 1)
+            .unwrap_or_else(|e| panic!("{e}"));
+        for f in out.frames {
+            h.send_raw(f.encode());
+        }
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         while h.replica.workspace_id().is_none() || h.replica.missing_docs() > 0 {
             assert!(std::time::Instant::now() < deadline, "hostile never synced");

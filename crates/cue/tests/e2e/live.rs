@@ -217,17 +217,15 @@ fn the_relay_never_sees_a_file_name_or_content_in_plaintext() {
     let key_hex = a.read("sync/key");
     let mut key = [0u8; 32];
     hex::decode_to_slice(key_hex.trim(), &mut key).unwrap_or_else(|e| panic!("{e}"));
-    let room = cue_core::sync::WorkspaceKey::from_bytes(key).room_id();
-    let url = format!("{}/v1/rooms/{room}?peer={}", relay.url(), "ee".repeat(16));
+    let key = cue_core::sync::WorkspaceKey::from_bytes(key);
+    let relay_url = relay.url();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap_or_else(|e| panic!("{e}"));
     let captured = rt.block_on(async {
         use futures_util::StreamExt;
-        let (mut ws, _) = tokio_tungstenite::connect_async(url)
-            .await
-            .unwrap_or_else(|e| panic!("observer connect: {e}"));
+        let (mut ws, _, _) = crate::livekit::join_room(&relay_url, &key).await;
         let secret_file = "docs/zanzibar-merger.md";
         a.write(
             secret_file,
@@ -347,4 +345,68 @@ fn the_background_daemon_starts_reports_and_stops() {
     assert!(stopped.contains("stopped"), "{stopped}");
     let out = a.ok(&["sync", "status", "--json"]);
     assert!(out.contains("\"running\":false"), "{out}");
+}
+
+#[test]
+fn strangers_who_know_the_room_id_can_neither_join_nor_fill_the_room() {
+    // The relay's default room limit (50) is below the strangers' number: if
+    // unadmitted connections took seats, the members would be refused.
+    let relay = Relay::start(&[]);
+    let a = Peer::init("ana");
+    let _da = Daemon::start(&a, &relay.url(), &[]);
+    let b = clone_live(&invite(&a, &relay.url()), "bo", &[]);
+    let db = Daemon::start(&b, &relay.url(), &[]);
+    db.wait_log("1 other peer(s) online");
+
+    // What a relay log or a ws:// URL would show a stranger: the room id.
+    let key_hex = a.read("sync/key");
+    let mut key = [0u8; 32];
+    hex::decode_to_slice(key_hex.trim(), &mut key).unwrap_or_else(|e| panic!("{e}"));
+    let room = cue_core::sync::WorkspaceKey::from_bytes(key).room_id();
+    let url = format!("{}/v2/rooms/{room}", relay.url());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+    // 60 strangers answer the challenge with a data frame posing as a peer;
+    // 60 more hold their connection and never answer.
+    let silent = rt.block_on(async {
+        use futures_util::{SinkExt, StreamExt};
+        use tokio_tungstenite::tungstenite::Message;
+        let mut silent = Vec::new();
+        for i in 0..120u8 {
+            let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str())
+                .await
+                .unwrap_or_else(|e| panic!("stranger connect: {e}"));
+            let Some(Ok(Message::Binary(challenge))) = ws.next().await else {
+                panic!("no challenge");
+            };
+            let challenge = cue_wire::admission::Challenge::decode(&challenge)
+                .unwrap_or_else(|e| panic!("{e}"));
+            if i % 2 == 0 {
+                let posing = cue_wire::Frame::broadcast(room, challenge.peer, b"hi".to_vec());
+                let _ = ws.send(Message::binary(posing.encode())).await;
+            } else {
+                silent.push(ws);
+            }
+        }
+        silent
+    });
+    wait_until("the relay refused the posing strangers", || {
+        relay_metric(&relay, "cue_relay_admission_not_auth_total") >= 60
+    });
+
+    // The members still sync, both ways, while 60 strangers sit on the room.
+    a.write("docs/while-strangers-knock.md", "from ana\n");
+    b.write("docs/and-back.md", "from bo\n");
+    let files = wait_converged(&[&a, &b]);
+    assert!(files
+        .iter()
+        .any(|(k, _)| k == "docs/while-strangers-knock.md"));
+    assert!(files.iter().any(|(k, _)| k == "docs/and-back.md"));
+    // Only members were admitted: both daemons and bo's clone (a few more
+    // if a daemon reconnected), never a stranger.
+    assert!(relay_metric(&relay, "cue_relay_admitted_total") < 10);
+    assert!(!db.log_text().contains("room full"), "{}", db.log_text());
+    drop(silent);
 }

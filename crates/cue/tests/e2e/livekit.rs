@@ -6,7 +6,51 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use cue_core::sync::WorkspaceKey;
+use cue_wire::{FrameKind, FrameRef, PeerId};
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
+
 use crate::testkit::{cue_bin, Peer};
+
+/// A WebSocket to the relay, as the test clients hold it.
+pub type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Joins the workspace's room on the relay at `relay_url` the way a member
+/// does: answers the relay's challenge with the key's admission proof and
+/// reads the Welcome. Returns the socket, the peer id the relay assigned and
+/// the Welcome's bytes (for an engine to read).
+pub async fn join_room(relay_url: &str, key: &WorkspaceKey) -> (Ws, PeerId, Vec<u8>) {
+    let admission = key.admission_key();
+    let url = format!("{relay_url}/v2/rooms/{}", admission.room_id());
+    let (mut ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .unwrap_or_else(|e| panic!("connecting to the relay: {e}"));
+    let challenge = next_binary(&mut ws).await;
+    let (me, auth) = admission
+        .answer(&challenge)
+        .unwrap_or_else(|e| panic!("the relay's challenge: {e}"));
+    ws.send(Message::binary(auth.encode()))
+        .await
+        .unwrap_or_else(|e| panic!("sending the auth frame: {e}"));
+    let welcome = next_binary(&mut ws).await;
+    let frame = FrameRef::decode(&welcome).unwrap_or_else(|e| panic!("welcome: {e}"));
+    assert_eq!(frame.header.kind, FrameKind::Welcome);
+    assert_eq!(frame.header.recipient, me);
+    (ws, me, welcome)
+}
+
+async fn next_binary(ws: &mut Ws) -> Vec<u8> {
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Binary(b))) => return b.to_vec(),
+            Some(Ok(Message::Close(c))) => panic!("the relay closed the connection: {c:?}"),
+            Some(Ok(_)) => {}
+            other => panic!("the relay connection ended: {other:?}"),
+        }
+    }
+}
 
 /// How long a test waits for peers to converge before it fails. Generous: it
 /// is a deadline for liveness on a loaded CI machine, not a latency check.
