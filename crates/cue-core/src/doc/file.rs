@@ -47,11 +47,14 @@ impl FileDoc {
     /// Reads a document from saved bytes (a snapshot then incremental chunks).
     pub fn load(chunks: &[Vec<u8>], actor: ActorId) -> Result<Self, DocError> {
         let mut doc = AutoCommit::new().with_actor(actor);
-        for c in chunks {
-            doc.load_incremental(c)?;
-        }
-        super::forget_patches(&mut doc);
+        super::load_chunks(&mut doc, chunks)?;
         Ok(FileDoc { doc })
+    }
+
+    /// Takes `next`, this document after a merge of bytes from elsewhere.
+    fn accept(&mut self, next: AutoCommit, _usage: crate::guard::Usage) -> Result<(), DocError> {
+        self.doc = next;
+        Ok(())
     }
 
     /// An empty document, to be filled with a peer's changes.
