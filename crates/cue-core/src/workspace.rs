@@ -1113,6 +1113,11 @@ impl<S: Store> Workspace<S> {
         &self.docs
     }
 
+    /// Whether the index names file `id` (live or deleted).
+    pub fn names_file(&self, id: FileId) -> Result<bool, WorkspaceError> {
+        Ok(self.index.file(id)?.is_some())
+    }
+
     /// The workspace's id, or `None` before a clone has received the index.
     pub fn workspace_id(&self) -> Option<WorkspaceId> {
         self.index.meta().ok().map(|m| m.workspace_id)

@@ -31,7 +31,8 @@ use sha2::{Digest, Sha256};
 
 use super::message::{pack, Message, Reassembler, PROTOCOL};
 use super::seal::{Sealer, WorkspaceKey, NONCE_LEN};
-use crate::doc::{ChangeHash, SyncState};
+use crate::doc::{ChangeHash, DocError, SyncState};
+use crate::limits::MAX_UNNAMED_DOCS;
 use crate::store::{DocKey, Store};
 use crate::workspace::{Workspace, WorkspaceError};
 use crate::WorkspaceId;
@@ -60,6 +61,8 @@ pub enum SyncProblem {
     WrongWorkspace { peer: PeerId, theirs: WorkspaceId },
     #[error("the relay sent a frame that does not parse: {reason}")]
     Relay { reason: String },
+    #[error("peer {peer} sent more than this peer accepts: {reason}; ignored, syncing goes on")]
+    Refused { peer: PeerId, reason: String },
 }
 
 /// What one step of the engine produced.
@@ -96,6 +99,8 @@ struct Remote {
     /// our answer (compared, never read back: a copy could be megabytes).
     last_exchange: HashMap<DocKey, [u8; 32]>,
     warned_key: bool,
+    /// Whether this peer was told once that its unnamed documents were ignored.
+    warned_unnamed: bool,
     /// Another workspace: everything it sends is ignored.
     foreign: bool,
 }
@@ -127,6 +132,11 @@ pub struct SyncEngine {
     full_resync: bool,
     last_heartbeat_ms: i64,
     outbox: Vec<(Target, Message)>,
+    /// File documents held or being fetched that the index does not name,
+    /// at most [`MAX_UNNAMED_DOCS`]: counted from the store when first needed.
+    unnamed: Option<std::collections::BTreeSet<DocKey>>,
+    /// The index heads when `unnamed` was last pruned of documents it names.
+    unnamed_pruned_at: Vec<ChangeHash>,
 }
 
 impl SyncEngine {
@@ -167,6 +177,8 @@ impl SyncEngine {
             full_resync,
             last_heartbeat_ms: now_ms,
             outbox: Vec::new(),
+            unnamed: None,
+            unnamed_pruned_at: Vec::new(),
         })
     }
 
@@ -292,6 +304,13 @@ impl SyncEngine {
         };
         let msgs = match self.reassembler.push(from, &envelope) {
             Ok(m) => m,
+            Err(e) if e.is_limit() => {
+                out.problems.push(SyncProblem::Refused {
+                    peer: from,
+                    reason: e.to_string(),
+                });
+                return Ok(());
+            }
             Err(e) => {
                 out.problems.push(SyncProblem::Malformed {
                     peer: from,
@@ -309,6 +328,12 @@ impl SyncEngine {
                 // store error of a full disk is not the peer's fault and stops here.
                 match e {
                     WorkspaceError::Store(_) => return Err(e),
+                    WorkspaceError::Doc(DocError::Limit(limit)) => {
+                        out.problems.push(SyncProblem::Refused {
+                            peer: from,
+                            reason: limit.to_string(),
+                        })
+                    }
                     other => out.problems.push(SyncProblem::Merge {
                         peer: from,
                         reason: other.to_string(),
@@ -361,7 +386,16 @@ impl SyncEngine {
                 // Ordered: the order of the replies must not depend on hashing (seeded simulation).
                 let theirs: BTreeMap<DocKey, [u8; 8]> = entries.into_iter().collect();
                 let mut docs: Vec<DocKey> = ws.doc_heads().keys().copied().collect();
-                docs.extend(theirs.keys().filter(|k| !ws.doc_heads().contains_key(k)));
+                let unknown: Vec<DocKey> = theirs
+                    .keys()
+                    .filter(|k| !ws.doc_heads().contains_key(k))
+                    .copied()
+                    .collect();
+                for doc in unknown {
+                    if self.admit(ws, from, doc, out)? {
+                        docs.push(doc);
+                    }
+                }
                 for doc in docs {
                     let ours = ws.doc_heads().get(&doc).map(|i| heads_hash(&i.heads));
                     if !full && ours.is_some() && ours.as_ref() == theirs.get(&doc) {
@@ -371,6 +405,9 @@ impl SyncEngine {
                 }
             }
             Message::SyncResponse { doc, sync } => {
+                if !self.admit(ws, from, doc, out)? {
+                    return Ok(());
+                }
                 let mut state = self
                     .peers
                     .entry(from)
@@ -434,6 +471,9 @@ impl SyncEngine {
                 deps,
                 bytes,
             } => {
+                if !self.admit(ws, from, doc, out)? {
+                    return Ok(());
+                }
                 if ws.has_heads(doc, &deps)? {
                     out.changed |= ws.merge_changes(doc, &bytes)?;
                     self.note_remote(ws, doc, now_ms);
@@ -475,6 +515,85 @@ impl SyncEngine {
         if same_digest {
             self.unacked.clear();
         }
+    }
+
+    /// Whether to take in (or fetch) `doc` from `peer`: always for the index
+    /// and documents this peer holds or its index names; for others (a file
+    /// document arrives before the index entry that names it) only while
+    /// fewer than [`MAX_UNNAMED_DOCS`] such documents are held. Refusals are
+    /// reported once per peer; the sync protocol fetches a refused document
+    /// again once the index names it.
+    fn admit<S: Store>(
+        &mut self,
+        ws: &mut Workspace<S>,
+        peer: PeerId,
+        doc: DocKey,
+        out: &mut Output,
+    ) -> Result<bool, WorkspaceError> {
+        let DocKey::File(id) = doc else {
+            return Ok(true);
+        };
+        // Held already (nothing grows), fetched already, or named: welcome.
+        if ws.doc_heads().contains_key(&doc)
+            || self.unnamed.as_ref().is_some_and(|u| u.contains(&doc))
+            || ws.names_file(id)?
+        {
+            return Ok(true);
+        }
+        let unnamed = match self.unnamed.take() {
+            Some(u) => u,
+            None => {
+                // Once per run: the unnamed documents the store already holds.
+                let mut u = std::collections::BTreeSet::new();
+                for key in ws.doc_heads().keys() {
+                    if let DocKey::File(f) = key {
+                        if !ws.names_file(*f)? {
+                            u.insert(*key);
+                        }
+                    }
+                }
+                u
+            }
+        };
+        let mut unnamed = unnamed;
+        if unnamed.len() as u64 >= MAX_UNNAMED_DOCS {
+            let heads = ws
+                .doc_heads()
+                .get(&DocKey::Index)
+                .map(|i| i.heads.clone())
+                .unwrap_or_default();
+            if heads != self.unnamed_pruned_at {
+                // The index changed: drop what it now names.
+                let mut kept = std::collections::BTreeSet::new();
+                for key in unnamed {
+                    if let DocKey::File(f) = key {
+                        if !ws.names_file(f)? {
+                            kept.insert(key);
+                        }
+                    }
+                }
+                unnamed = kept;
+                self.unnamed_pruned_at = heads;
+            }
+        }
+        let admitted = (unnamed.len() as u64) < MAX_UNNAMED_DOCS;
+        if admitted {
+            unnamed.insert(doc);
+        }
+        self.unnamed = Some(unnamed);
+        if !admitted {
+            let remote = self.peers.entry(peer).or_default();
+            if !remote.warned_unnamed {
+                remote.warned_unnamed = true;
+                out.problems.push(SyncProblem::Refused {
+                    peer,
+                    reason: format!(
+                        "documents the index does not name, past the {MAX_UNNAMED_DOCS} held (MAX_UNNAMED_DOCS); they are fetched again once the index names them"
+                    ),
+                });
+            }
+        }
+        Ok(admitted)
     }
 
     /// Starts automerge's sync protocol for `doc` with `peer` from scratch.
