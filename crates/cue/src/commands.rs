@@ -267,6 +267,7 @@ pub fn init(cwd: &Path, name: Option<String>, member: Option<String>) -> Result<
             &layout.config_path(),
             config::template(&name, &member).as_bytes(),
         )?;
+        config::secure(&layout.config_path())?;
     }
     write_gitignore(&layout)?;
     let store = SqliteStore::open(&layout.state_db())?;
@@ -503,6 +504,7 @@ pub fn clone(cwd: &Path, source: &Path, dir: &Path, member: Option<String>) -> R
         &layout.config_path(),
         config::template(&meta.name, &member).as_bytes(),
     )?;
+    config::secure(&layout.config_path())?;
     let mut s = open_at(layout)?;
     let applied = s.checkout_with("cloning", false)?;
     println!(
