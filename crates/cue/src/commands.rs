@@ -468,9 +468,24 @@ fn absolute(cwd: &Path, p: &Path) -> PathBuf {
     }
 }
 
+/// Reads a bundle file, refusing one past `MAX_BUNDLE_BYTES` before reading it.
 fn read_bundle(cwd: &Path, file: &Path) -> Result<Vec<u8>> {
+    use std::io::Read;
     let path = absolute(cwd, file);
-    std::fs::read(&path).with_context(|| format!("reading bundle {}", path.display()))
+    let limit = cue_core::limits::MAX_BUNDLE_BYTES;
+    let f =
+        std::fs::File::open(&path).with_context(|| format!("reading bundle {}", path.display()))?;
+    let mut bytes = Vec::new();
+    f.take(limit + 1)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("reading bundle {}", path.display()))?;
+    if bytes.len() as u64 > limit {
+        anyhow::bail!(
+            "{} is larger than {limit} bytes (MAX_BUNDLE_BYTES); nothing was imported",
+            path.display()
+        );
+    }
+    Ok(bytes)
 }
 
 pub fn import(cwd: &Path, file: &Path) -> Result<()> {

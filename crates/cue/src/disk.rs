@@ -14,8 +14,9 @@ use cue_core::{SyncPath, Workspace};
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use ignore::gitignore::{Gitignore, GitignoreBuilder};
 
-/// Files bigger than this are not synced (reported, never truncated).
-pub const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
+/// Files bigger than this are not synced (reported, never truncated): the
+/// core's limit, which keeps a file's document within `MAX_OPS_PER_DOC`.
+pub const MAX_FILE_BYTES: u64 = cue_core::limits::MAX_FILE_BYTES;
 
 /// The folders of one workspace on disk.
 #[derive(Debug, Clone)]

@@ -18,7 +18,7 @@ use super::{commit, Author, ChangeHash, DocError};
 use crate::diff;
 use crate::frontmatter::{self, FmValue};
 use crate::guard::LimitError;
-use crate::limits::{MAX_LIST_ITEMS, MAX_MAP_FIELDS};
+use crate::limits::{MAX_LIST_ITEMS, MAX_MAP_FIELDS, MAX_OPS_PER_DOC};
 use crate::FileId;
 
 /// A file's CRDT document.
@@ -147,7 +147,23 @@ impl FileDoc {
         let fields_obj = self.fields_obj()?;
         let old = self.doc.text(&content_obj)?;
         let mut changed = false;
-        for s in diff::splices(&old, text).iter().rev() {
+        let splices = diff::splices(&old, text);
+        // Refused before anything changes: peers would refuse the document
+        // past the limit anyway. One operation per inserted or deleted character.
+        let edit_ops: u64 = splices
+            .iter()
+            .map(|s| s.insert.chars().count() as u64 + s.delete as u64)
+            .sum();
+        let ops = self.doc.stats().num_ops.saturating_add(edit_ops);
+        if ops > MAX_OPS_PER_DOC {
+            return Err(LimitError::DocTooLarge {
+                items: "operations",
+                count: ops,
+                limit: MAX_OPS_PER_DOC,
+            }
+            .into());
+        }
+        for s in splices.iter().rev() {
             let del = isize::try_from(s.delete).unwrap_or(isize::MAX);
             self.doc.splice_text(&content_obj, s.pos, del, &s.insert)?;
             changed = true;

@@ -27,7 +27,7 @@ pub const PROTOCOL: u16 = 1;
 const ENVELOPE_HEAD: usize = 13;
 /// Data bytes per part: a sealed part fits the relay's frame limit with room to spare.
 pub const PART_BYTES: usize = cue_wire::MAX_FRAME_BYTES - 1024;
-/// Largest batch a peer accepts: a 16 MiB file with its history, with margin.
+/// Largest batch a peer accepts: a document at the size limits, with margin.
 pub const MAX_BATCH_BYTES: usize = 96 * 1024 * 1024;
 /// Unfinished streams kept per sender; older ones are dropped (the sync
 /// protocol repairs whatever a dropped stream carried).
