@@ -169,3 +169,29 @@ fn a_bomb_sent_as_a_change_is_refused_and_the_engine_keeps_running() {
     // Still a working peer.
     assert!(v.ws.meta().is_ok());
 }
+
+#[test]
+fn an_index_naming_too_many_files_is_refused() {
+    use automerge::transaction::Transactable;
+    use cue_core::doc::{DocError, IndexDoc};
+    use cue_core::guard::LimitError;
+    use cue_core::limits::MAX_FILES_PER_WORKSPACE;
+    let mut evil = automerge::AutoCommit::new();
+    let files = evil
+        .put_object(automerge::ROOT, "files", automerge::ObjType::Map)
+        .unwrap_or_else(|e| panic!("{e}"));
+    for i in 0..=MAX_FILES_PER_WORKSPACE {
+        evil.put(&files, format!("{i:032x}"), 1)
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let bytes = evil.save();
+    let mut index = IndexDoc::empty(automerge::ActorId::from([1; 16]));
+    match index.apply(&bytes) {
+        Err(DocError::Limit(LimitError::Count { items, count, .. })) => {
+            assert_eq!(items, "files");
+            assert_eq!(count, MAX_FILES_PER_WORKSPACE + 1);
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert!(matches!(index.preview(&bytes), Err(DocError::Limit(_))));
+}
