@@ -80,6 +80,14 @@ pub enum LimitError {
     },
 }
 
+impl LimitError {
+    /// Whether the bytes were refused for their form (not automerge's format)
+    /// rather than for going past a limit.
+    pub fn is_malformed(&self) -> bool {
+        matches!(self, LimitError::Malformed { .. })
+    }
+}
+
 /// What a piece of bytes adds up to once inflated and expanded.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Usage {

@@ -328,7 +328,7 @@ impl SyncEngine {
                 // store error of a full disk is not the peer's fault and stops here.
                 match e {
                     WorkspaceError::Store(_) => return Err(e),
-                    WorkspaceError::Doc(DocError::Limit(limit)) => {
+                    WorkspaceError::Doc(DocError::Limit(limit)) if !limit.is_malformed() => {
                         out.problems.push(SyncProblem::Refused {
                             peer: from,
                             reason: limit.to_string(),

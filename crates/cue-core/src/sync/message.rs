@@ -92,12 +92,13 @@ pub enum MessageError {
 }
 
 impl MessageError {
-    /// Whether the payload was refused for its size rather than its form.
+    /// Whether the payload was refused for going past a limit rather than for
+    /// its form. (A part count too large for any batch is a malformed
+    /// envelope, as before.)
     pub fn is_limit(&self) -> bool {
         matches!(
             self,
-            MessageError::TooLarge(_)
-                | MessageError::TooManyMessages
+            MessageError::TooManyMessages
                 | MessageError::TooManyDocs(_)
                 | MessageError::TooManyHashes(_)
                 | MessageError::ReassemblyFull { .. }
