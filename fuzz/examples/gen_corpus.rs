@@ -277,12 +277,49 @@ fn docs() {
     }
 }
 
+/// Seeds for `inflate_guard`: every document of the fixture as saved, its
+/// changes, a change body for the compressed-change modes, and sync messages.
+fn inflate() {
+    use automerge::sync::SyncDoc;
+    for (i, (key, bytes)) in fixture().base_docs().iter().enumerate() {
+        let name = match key {
+            DocKey::Index => "index".to_string(),
+            DocKey::File(_) => format!("file{i}"),
+        };
+        write("inflate_guard", &format!("{name}-saved"), &with(&[0], bytes));
+        write("inflate_guard", &format!("{name}-saved-index"), &with(&[8], bytes));
+        let mut doc = automerge::AutoCommit::load(bytes).expect("fixture loads");
+        let changes = doc.save_after(&[]);
+        write("inflate_guard", &format!("{name}-changes"), &with(&[0], &changes));
+        // The first change's body (after the chunk header) for the compressed modes.
+        if let Some(c) = doc.get_changes(&[]).first() {
+            let raw = c.raw_bytes();
+            let body_at = 9 + raw[9..].iter().position(|b| b & 0x80 == 0).unwrap_or(0) + 1;
+            write("inflate_guard", &format!("{name}-compressed"), &with(&[1], &raw[body_at..]));
+            write("inflate_guard", &format!("{name}-sync-compressed"), &with(&[3], &raw[body_at..]));
+        }
+        let mut empty = automerge::AutoCommit::new();
+        let (mut a, mut b) = (automerge::sync::State::new(), automerge::sync::State::new());
+        for round in 0..3 {
+            if let Some(m) = empty.sync().generate_sync_message(&mut a) {
+                write("inflate_guard", &format!("{name}-sync{round}-empty"), &with(&[2], &m.clone().encode()));
+                doc.sync().receive_sync_message(&mut b, m).expect("sync");
+            }
+            if let Some(m) = doc.sync().generate_sync_message(&mut b) {
+                write("inflate_guard", &format!("{name}-sync{round}-full"), &with(&[2], &m.clone().encode()));
+                empty.sync().receive_sync_message(&mut a, m).expect("sync");
+            }
+        }
+    }
+}
+
 fn main() {
     wire();
     admission();
     frontmatter();
     bundles();
     docs();
+    inflate();
     println!(
         "seed corpus written under {}/corpus",
         env!("CARGO_MANIFEST_DIR")

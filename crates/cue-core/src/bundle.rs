@@ -12,12 +12,17 @@
 //!         len u64, then len bytes: a standard saved automerge document
 //! ```
 
+use crate::limits::{MAX_BUNDLE_BYTES, MAX_BUNDLE_DOCS, MAX_INFLATED_BYTES};
 use crate::store::DocKey;
 use crate::{FileId, WorkspaceId};
 
 const MAGIC: &[u8; 8] = b"CUEBNDL1";
-/// Largest document accepted from a bundle: bounds memory on hostile input.
-pub const MAX_ENTRY_BYTES: u64 = 256 * 1024 * 1024;
+/// Largest document accepted from a bundle: what one document may inflate
+/// to (its automerge bytes are then checked by `crate::guard` before they
+/// are merged).
+pub const MAX_ENTRY_BYTES: u64 = MAX_INFLATED_BYTES;
+/// Bytes of one entry's head: kind, id, length.
+const ENTRY_HEAD: usize = 1 + 16 + 8;
 
 /// A decoded bundle.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,6 +44,10 @@ pub enum BundleError {
     TooLarge(usize, u64),
     #[error("bundle has {0} bytes of trailing garbage")]
     Trailing(usize),
+    #[error("bundle claims {0} documents, over the limit of {MAX_BUNDLE_DOCS} (MAX_BUNDLE_DOCS)")]
+    TooManyDocs(u64),
+    #[error("bundle is {0} bytes, over the limit of {MAX_BUNDLE_BYTES} (MAX_BUNDLE_BYTES)")]
+    TooBig(u64),
 }
 
 impl Bundle {
@@ -66,16 +75,27 @@ impl Bundle {
         out
     }
 
-    /// Parses a bundle, checking every length against the data actually present.
+    /// Parses a bundle, checking every count and length against the limits
+    /// and the data actually present before allocating for it.
     pub fn decode(data: &[u8]) -> Result<Bundle, BundleError> {
+        if data.len() as u64 > MAX_BUNDLE_BYTES {
+            return Err(BundleError::TooBig(data.len() as u64));
+        }
         let mut r = Reader { data, pos: 0 };
         if r.take(8).ok_or(BundleError::NotABundle)? != MAGIC {
             return Err(BundleError::NotABundle);
         }
         let mut ws = [0u8; 16];
         ws.copy_from_slice(r.take(16).ok_or(BundleError::NotABundle)?);
-        let count = u32::from_be_bytes(r.array().ok_or(BundleError::NotABundle)?) as usize;
-        let mut docs = Vec::with_capacity(count.min(100_000));
+        let count = u32::from_be_bytes(r.array().ok_or(BundleError::NotABundle)?);
+        if u64::from(count) > MAX_BUNDLE_DOCS {
+            return Err(BundleError::TooManyDocs(u64::from(count)));
+        }
+        let count = count as usize;
+        // Every entry takes at least its head: a count the data cannot hold
+        // is truncated, whatever it claims.
+        let room = (data.len() - r.pos) / ENTRY_HEAD;
+        let mut docs = Vec::with_capacity(count.min(room));
         for i in 0..count {
             let kind = r.take(1).ok_or(BundleError::Truncated(i))?[0];
             let mut id = [0u8; 16];
@@ -154,6 +174,31 @@ mod tests {
         let mut extra = enc.clone();
         extra.push(0);
         assert_eq!(Bundle::decode(&extra), Err(BundleError::Trailing(1)));
+    }
+
+    #[test]
+    fn counts_and_sizes_are_bounded_before_allocating() {
+        let mut b = MAGIC.to_vec();
+        b.extend_from_slice(&[0; 16]);
+        b.extend_from_slice(&u32::MAX.to_be_bytes());
+        assert_eq!(
+            Bundle::decode(&b),
+            Err(BundleError::TooManyDocs(u64::from(u32::MAX)))
+        );
+        let mut b = MAGIC.to_vec();
+        b.extend_from_slice(&[0; 16]);
+        b.extend_from_slice(&1000u32.to_be_bytes());
+        assert_eq!(Bundle::decode(&b), Err(BundleError::Truncated(0)));
+        let mut b = MAGIC.to_vec();
+        b.extend_from_slice(&[0; 16]);
+        b.extend_from_slice(&1u32.to_be_bytes());
+        b.push(1);
+        b.extend_from_slice(&[0; 16]);
+        b.extend_from_slice(&(MAX_ENTRY_BYTES + 1).to_be_bytes());
+        assert_eq!(
+            Bundle::decode(&b),
+            Err(BundleError::TooLarge(0, MAX_ENTRY_BYTES + 1))
+        );
     }
 
     proptest! {

@@ -11,6 +11,8 @@
 
 use yaml_rust2::{Yaml, YamlLoader};
 
+use crate::limits::{MAX_LIST_ITEMS, MAX_MAP_FIELDS};
+
 /// A frontmatter value, as far as the merge rules care.
 #[derive(Debug, Clone)]
 pub enum FmValue {
@@ -25,6 +27,11 @@ pub enum FmValue {
     Map(Vec<(String, FmValue)>),
 }
 
+/// Lists and maps up to this many items compare pairwise (no allocation);
+/// longer ones through [`FmValue::canonical`] in O(n log n): pairwise, 100,000
+/// tags took minutes per render.
+const PAIRWISE_MAX: usize = 16;
+
 impl PartialEq for FmValue {
     fn eq(&self, other: &Self) -> bool {
         use FmValue::*;
@@ -36,21 +43,104 @@ impl PartialEq for FmValue {
             (Str(a), Str(b)) => a == b,
             // Lists merge as sets (union), so order and repeats are formatting:
             // the author's order stays in the file text on every peer.
-            (List(a), List(b)) => {
+            (List(a), List(b)) if a.len() <= PAIRWISE_MAX && b.len() <= PAIRWISE_MAX => {
                 a.iter().all(|x| b.contains(x)) && b.iter().all(|x| a.contains(x))
             }
+            (List(a), List(b)) => canonical_set(a) == canonical_set(b),
             // Key order is formatting, not content.
-            (Map(a), Map(b)) => {
+            (Map(a), Map(b)) if a.len() <= PAIRWISE_MAX => {
                 a.len() == b.len()
                     && a.iter()
                         .all(|(k, v)| b.iter().any(|(k2, v2)| k == k2 && v == v2))
+            }
+            (Map(a), Map(b)) => {
+                if a.len() != b.len() {
+                    return false;
+                }
+                by_key(a)
+                    .iter()
+                    .zip(by_key(b))
+                    .all(|(x, y)| x.0 == y.0 && x.1 == y.1)
             }
             _ => false,
         }
     }
 }
 
+/// A map's entries sorted by key.
+fn by_key(m: &[(String, FmValue)]) -> Vec<&(String, FmValue)> {
+    let mut v: Vec<&(String, FmValue)> = m.iter().collect();
+    v.sort_by(|x, y| x.0.cmp(&y.0));
+    v
+}
+
+/// The canonical forms of a list's items, sorted and without repeats: equal
+/// exactly when the lists are equal as sets.
+fn canonical_set(items: &[FmValue]) -> Vec<Vec<u8>> {
+    let mut keys: Vec<Vec<u8>> = items.iter().map(FmValue::canonical).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    keys
+}
+
+fn put_len(out: &mut Vec<u8>, n: usize) {
+    out.extend_from_slice(&(n as u64).to_be_bytes());
+}
+
 impl FmValue {
+    /// Bytes that are equal exactly when the values are (`==`): what lists
+    /// are deduplicated and compared by, with a hash set or a sort instead of
+    /// comparing every pair. A float's bits, with -0.0 as 0.0 (NaNs equal
+    /// only themselves, bit for bit); a list as the set of its items; a map
+    /// by sorted key. Every part is tagged and length-prefixed.
+    pub fn canonical(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.write_canonical(&mut out);
+        out
+    }
+
+    fn write_canonical(&self, out: &mut Vec<u8>) {
+        match self {
+            FmValue::Null => out.push(0),
+            FmValue::Bool(b) => out.extend_from_slice(&[1, u8::from(*b)]),
+            FmValue::Int(i) => {
+                out.push(2);
+                out.extend_from_slice(&i.to_be_bytes());
+            }
+            FmValue::Float(f) => {
+                out.push(3);
+                let bits = if *f == 0.0 { 0 } else { f.to_bits() };
+                out.extend_from_slice(&bits.to_be_bytes());
+            }
+            FmValue::Str(s) => {
+                out.push(4);
+                put_len(out, s.len());
+                out.extend_from_slice(s.as_bytes());
+            }
+            FmValue::List(items) => {
+                out.push(5);
+                let set = canonical_set(items);
+                put_len(out, set.len());
+                for k in set {
+                    put_len(out, k.len());
+                    out.extend_from_slice(&k);
+                }
+            }
+            FmValue::Map(entries) => {
+                out.push(6);
+                let sorted = by_key(entries);
+                put_len(out, sorted.len());
+                for (k, v) in sorted {
+                    put_len(out, k.len());
+                    out.extend_from_slice(k.as_bytes());
+                    let v = v.canonical();
+                    put_len(out, v.len());
+                    out.extend_from_slice(&v);
+                }
+            }
+        }
+    }
+
     /// Looks a key up in a map value.
     pub fn get(&self, key: &str) -> Option<&FmValue> {
         match self {
@@ -130,6 +220,14 @@ pub enum FrontmatterError {
     Unsupported,
     #[error("frontmatter repeats the key {0:?}")]
     DuplicateKey(String),
+    #[error(
+        "frontmatter has {count} {what}, over the limit of {limit}; the file syncs as plain text"
+    )]
+    TooLarge {
+        what: &'static str,
+        count: usize,
+        limit: usize,
+    },
 }
 
 /// Reads a file's frontmatter fields. A file without frontmatter has none (an empty map).
@@ -225,12 +323,29 @@ fn convert(y: &Yaml) -> Result<FmValue, FrontmatterError> {
             None => FmValue::Str(r.clone()),
         },
         Yaml::String(s) => FmValue::Str(s.clone()),
-        Yaml::Array(items) => FmValue::List(items.iter().map(convert).collect::<Result<_, _>>()?),
+        Yaml::Array(items) => {
+            if items.len() > MAX_LIST_ITEMS {
+                return Err(FrontmatterError::TooLarge {
+                    what: "items in one list",
+                    count: items.len(),
+                    limit: MAX_LIST_ITEMS,
+                });
+            }
+            FmValue::List(items.iter().map(convert).collect::<Result<_, _>>()?)
+        }
         Yaml::Hash(h) => {
+            if h.len() > MAX_MAP_FIELDS {
+                return Err(FrontmatterError::TooLarge {
+                    what: "fields in one map",
+                    count: h.len(),
+                    limit: MAX_MAP_FIELDS,
+                });
+            }
             let mut entries: Vec<(String, FmValue)> = Vec::with_capacity(h.len());
+            let mut seen = std::collections::HashSet::with_capacity(h.len());
             for (k, v) in h {
                 let key = key_string(k)?;
-                if entries.iter().any(|(e, _)| *e == key) {
+                if !seen.insert(key.clone()) {
                     return Err(FrontmatterError::DuplicateKey(key));
                 }
                 entries.push((key, convert(v)?));
@@ -340,24 +455,20 @@ pub fn patch(text: &str, fields: &[(String, FmValue)]) -> String {
 
 fn patch_yaml(yaml: &str, fields: &[(String, FmValue)], nl: &str) -> Option<String> {
     let mut out = String::with_capacity(yaml.len() + 64);
-    let mut written: Vec<&str> = Vec::new();
+    let wanted: std::collections::HashMap<&str, &FmValue> =
+        fields.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let mut written: std::collections::HashSet<&str> = std::collections::HashSet::new();
     for block in blocks(yaml) {
         let Some(key) = &block.key else {
             out.push_str(block.text);
             continue;
         };
-        let Some((_, want)) = fields.iter().find(|(k, _)| k == key) else {
+        let Some((key, want)) = wanted.get_key_value(key.as_str()) else {
             continue; // removed by someone: drop its lines
         };
-        if written.contains(&key.as_str()) {
+        if !written.insert(key) {
             return None;
         }
-        written.push(
-            fields
-                .iter()
-                .find(|(k, _)| k == key)
-                .map(|(k, _)| k.as_str())?,
-        );
         let have = parse_yaml(block.text)
             .ok()
             .and_then(|v| v.into_iter().next())
@@ -376,7 +487,7 @@ fn patch_yaml(yaml: &str, fields: &[(String, FmValue)], nl: &str) -> Option<Stri
         out.push_str(nl);
     }
     for (k, v) in fields {
-        if !written.contains(&k.as_str()) {
+        if !written.contains(k.as_str()) {
             out.push_str(&emit_entry(k, v, 0, matches!(v, FmValue::List(_)), nl));
         }
     }

@@ -89,6 +89,7 @@ pub fn init(cwd: &Path, name: Option<String>, member: Option<String>) -> Result<
             &layout.config_path(),
             config::template(&name, &member).as_bytes(),
         )?;
+        config::secure(&layout.config_path())?;
     }
     write_gitignore(&layout)?;
     let store = SqliteStore::open(&layout.state_db())?;
@@ -289,9 +290,24 @@ fn absolute(cwd: &Path, p: &Path) -> PathBuf {
     }
 }
 
+/// Reads a bundle file, refusing one past `MAX_BUNDLE_BYTES` before reading it.
 fn read_bundle(cwd: &Path, file: &Path) -> Result<Vec<u8>> {
+    use std::io::Read;
     let path = absolute(cwd, file);
-    std::fs::read(&path).with_context(|| format!("reading bundle {}", path.display()))
+    let limit = cue_core::limits::MAX_BUNDLE_BYTES;
+    let f =
+        std::fs::File::open(&path).with_context(|| format!("reading bundle {}", path.display()))?;
+    let mut bytes = Vec::new();
+    f.take(limit + 1)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("reading bundle {}", path.display()))?;
+    if bytes.len() as u64 > limit {
+        anyhow::bail!(
+            "{} is larger than {limit} bytes (MAX_BUNDLE_BYTES); nothing was imported",
+            path.display()
+        );
+    }
+    Ok(bytes)
 }
 
 pub fn import(cwd: &Path, file: &Path) -> Result<()> {
@@ -325,6 +341,7 @@ pub fn clone(cwd: &Path, source: &Path, dir: &Path, member: Option<String>) -> R
         &layout.config_path(),
         config::template(&meta.name, &member).as_bytes(),
     )?;
+    config::secure(&layout.config_path())?;
     let mut s = open_at(layout)?;
     let applied = s.checkout("cloning")?;
     println!(

@@ -90,10 +90,52 @@ pub fn template(name: &str, member: &str) -> String {
     )
 }
 
+/// Makes config.toml readable by this user only (0600): it may hold the
+/// relay's auth token. Run whenever it is read or written, so a workspace made
+/// by an older `cue`, or under a loose umask, is fixed when next opened.
+pub fn secure(path: &Path) -> Result<(), ConfigError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        match std::fs::metadata(path) {
+            Ok(m) if m.is_file() && m.permissions().mode() & 0o077 != 0 => {
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(
+                    |source| ConfigError::Read {
+                        path: path.display().to_string(),
+                        source,
+                    },
+                )?;
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Writes config.toml, created 0600 (never readable by others, not even for
+/// a moment).
+pub fn write(path: &Path, text: &str) -> Result<(), ConfigError> {
+    use std::io::Write;
+    let err = |source| ConfigError::Read {
+        path: path.display().to_string(),
+        source,
+    };
+    secure(path)?;
+    let mut f = crate::store::private_file()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)
+        .map_err(err)?;
+    f.write_all(text.as_bytes()).map_err(err)?;
+    Ok(())
+}
+
 impl Config {
     /// Reads the config; a missing file gives the defaults.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let shown = path.display().to_string();
+        secure(path)?;
         let text = match std::fs::read_to_string(path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Config::default()),
@@ -152,10 +194,7 @@ fn set_value(path: &Path, table: &[&str], key: &str, value: &str) -> Result<(), 
         item = entry;
     }
     item[key] = toml_edit::value(value);
-    std::fs::write(path, doc.to_string()).map_err(|source| ConfigError::Read {
-        path: shown,
-        source,
-    })
+    write(path, &doc.to_string())
 }
 
 /// Records the relay in `[sync.relay] url` (what `cue sync invite` and

@@ -68,13 +68,28 @@ enum Command {
     /// Make a new peer of an existing workspace in DIR, from a join code
     /// (`cue sync invite` on a member's machine) or a bundle file (`cue export`).
     ///
-    /// With a join code, the workspace arrives by live sync from the peers
-    /// online (at least one must run `cue watch --sync` or `cue sync start`).
+    /// The join code carries the workspace key: keep it off the command line
+    /// (other local users can read a process's arguments, and the shell keeps
+    /// them). Give it on standard input (`cue clone - DIR`, or just `cue clone
+    /// DIR` with stdin from a pipe or file), with `--code-file FILE`, or in
+    /// $CUE_JOIN_CODE. With a join code, the workspace arrives by live sync
+    /// from the peers online (at least one must run `cue watch --sync` or
+    /// `cue sync start`).
+    #[command(
+        override_usage = "cue clone [SOURCE] <DIR>\n       cue clone - <DIR> < code.txt\n       cue clone --code-file FILE <DIR>"
+    )]
     Clone {
-        /// A join code (cue1.…) or a bundle file.
-        source: String,
+        /// `-` (the join code on standard input), a bundle file, or a join code
+        /// (cue1.…; visible to other local users, so not recommended). Left out:
+        /// the code comes from --code-file, $CUE_JOIN_CODE or standard input.
+        #[arg(value_name = "SOURCE")]
+        first: String,
         /// The new project folder (created; must be empty if it exists).
-        dir: PathBuf,
+        #[arg(value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// Read the join code from this file.
+        #[arg(long, value_name = "FILE")]
+        code_file: Option<PathBuf>,
         /// Your name in the activity log (default: $CUE_MEMBER, then $USER).
         #[arg(long)]
         member: Option<String>,
@@ -168,8 +183,8 @@ enum SyncCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Print a join code for a new member's `cue clone CODE DIR` (the last line
-    /// of the output). It carries the relay URL and the workspace key, and the
+    /// Print a join code for a new member's `cue clone - DIR` (the last line
+    /// of the output; give it to `cue clone` on standard input). It carries the relay URL and the workspace key, and the
     /// relay is recorded in config.toml. Share it only with members.
     Invite {
         #[command(flatten)]
@@ -177,9 +192,15 @@ enum SyncCommand {
     },
     /// Give a peer cloned from a bundle the key and relay of a join code, so
     /// it can sync live (a peer of another workspace is refused, not merged).
+    /// The code comes from standard input (`-`, or left out with stdin from a
+    /// pipe), --code-file or $CUE_JOIN_CODE; as an argument it is visible to
+    /// other local users.
     Join {
-        /// The join code from `cue sync invite`.
-        code: String,
+        /// `-` for standard input, or the join code (not recommended).
+        code: Option<String>,
+        /// Read the join code from this file.
+        #[arg(long, value_name = "FILE")]
+        code_file: Option<PathBuf>,
     },
 }
 
@@ -256,23 +277,36 @@ fn main() -> ExitCode {
         Command::Export { file } => commands::export(&cwd, &file),
         Command::Import { file } => commands::import(&cwd, &file),
         Command::Clone {
-            source,
+            first,
             dir,
+            code_file,
             member,
             auth_token,
             timeout,
         } => {
-            if cue::sync::key::JoinCode::looks_like(&source) {
-                cue::sync::clone_from_code(
-                    &cwd,
-                    &source,
-                    &dir,
-                    member,
-                    auth_token,
-                    std::time::Duration::from_secs(timeout),
-                )
-            } else {
-                commands::clone(&cwd, std::path::Path::new(&source), &dir, member)
+            // One folder alone: the code comes from a file, $CUE_JOIN_CODE or stdin.
+            let (source, dir) = match dir {
+                Some(dir) => (Some(first), dir),
+                None => (None, PathBuf::from(first)),
+            };
+            let is_bundle = source
+                .as_deref()
+                .is_some_and(|s| s != "-" && !cue::sync::key::JoinCode::looks_like(s));
+            match source {
+                Some(bundle) if is_bundle && code_file.is_none() => {
+                    commands::clone(&cwd, std::path::Path::new(&bundle), &dir, member)
+                }
+                source => cue::sync::key::read_join_code(source.as_deref(), code_file.as_deref())
+                    .and_then(|code| {
+                        cue::sync::clone_from_code(
+                            &cwd,
+                            &code,
+                            &dir,
+                            member,
+                            auth_token,
+                            std::time::Duration::from_secs(timeout),
+                        )
+                    }),
             }
         }
         Command::Watch {
@@ -284,7 +318,10 @@ fn main() -> ExitCode {
         Command::Sync(SyncCommand::Stop) => cue::sync::stop(&cwd),
         Command::Sync(SyncCommand::Status { json }) => cue::sync::show_status(&cwd, json),
         Command::Sync(SyncCommand::Invite { relay }) => cue::sync::invite(&cwd, &relay.flags()),
-        Command::Sync(SyncCommand::Join { code }) => cue::sync::join(&cwd, &code),
+        Command::Sync(SyncCommand::Join { code, code_file }) => {
+            cue::sync::key::read_join_code(code.as_deref(), code_file.as_deref())
+                .and_then(|code| cue::sync::join(&cwd, &code))
+        }
         Command::Relay { listen, auth_token } => cue::sync::relay(&listen, auth_token),
         Command::Activity(ActivityCommand::Log { since, json }) => {
             commands::activity(&cwd, since.as_deref(), json)

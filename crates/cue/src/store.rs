@@ -48,9 +48,73 @@ CREATE TABLE IF NOT EXISTS activity (change BLOB PRIMARY KEY, time_s INTEGER NOT
 CREATE INDEX IF NOT EXISTS activity_time ON activity (time_s);
 ";
 
+/// Makes `.cuedeck/sync/` private: the folder (and any folder in it) 0700,
+/// every file in it 0600, whatever the umask. It holds every document (deleted
+/// ones too), the workspace key, the daemon's log and status: readable by this
+/// user only. Run on every open, so a workspace made by an older `cue` (or
+/// under a loose umask) is fixed the next time it is used.
+pub fn secure_sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    secure_tree(dir)
+}
+
+#[cfg(unix)]
+fn secure_tree(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    set_mode(dir, 0o700)?;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        // Not followed: a symlink in here is not ours to change.
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            secure_tree(&entry.path())?;
+        } else if kind.is_file() && entry.metadata()?.permissions().mode() & 0o077 != 0 {
+            set_mode(&entry.path(), 0o600)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn secure_tree(_dir: &Path) -> std::io::Result<()> {
+    Ok(())
+}
+
+/// Sets a file's permission bits (Unix), if they differ.
+#[cfg(unix)]
+pub fn set_mode(path: &Path, mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let current = std::fs::metadata(path)?.permissions().mode() & 0o7777;
+    if current != mode {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    }
+    Ok(())
+}
+
+/// Options that create a file readable and writable by this user only
+/// (mode 0600 from its first byte, not after a `chmod`).
+pub fn private_file() -> std::fs::OpenOptions {
+    let mut opts = std::fs::OpenOptions::new();
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    opts
+}
+
 impl SqliteStore {
     /// Opens (or creates) the database, recovering from any earlier crash.
+    /// The folder is made private first, and the database file is created
+    /// 0600: SQLite gives its `-wal` and `-shm` files the database's mode.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        if let Some(dir) = path.parent() {
+            secure_sync_dir(dir)
+                .map_err(|e| StoreError(format!("cannot secure {}: {e}", dir.display())))?;
+        }
+        private_file()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(|e| StoreError(format!("cannot create {}: {e}", path.display())))?;
         let conn = Connection::open(path)
             .map_err(|e| StoreError(format!("cannot open {}: {e}", path.display())))?;
         conn.pragma_update(None, "journal_mode", "WAL")
@@ -372,7 +436,7 @@ impl WriteLock {
     pub fn acquire(sync_dir: &Path) -> Result<WriteLock, StoreError> {
         use std::os::fd::AsRawFd;
         let path = sync_dir.join("write.lock");
-        let file = std::fs::OpenOptions::new()
+        let file = private_file()
             .read(true)
             .write(true)
             .create(true)

@@ -25,8 +25,10 @@ pub use scan::{scan, Changes, ScanOptions, Scope};
 use crate::workspace::WorkspaceError;
 use crate::{PathError, SyncPath};
 
-/// Files bigger than this are not synced (reported, never truncated).
-pub const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
+/// Files bigger than this are not synced (reported, never truncated): a file
+/// of N characters is N operations of its document, which
+/// [`MAX_OPS_PER_DOC`](crate::limits::MAX_OPS_PER_DOC) bounds.
+pub const MAX_FILE_BYTES: u64 = crate::limits::MAX_FILE_BYTES;
 
 /// How recent an mtime must be for size and mtime not to be trusted: file
 /// system clocks tick coarsely, so a save of the same size right after our

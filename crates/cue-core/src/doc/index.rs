@@ -5,6 +5,8 @@ use automerge::{
 };
 
 use super::{commit, Author, ChangeHash, DocError};
+use crate::guard::{LimitError, Usage};
+use crate::limits::MAX_FILES_PER_WORKSPACE;
 use crate::{FileId, WorkspaceId};
 
 /// Workspace-wide facts every member sees.
@@ -50,6 +52,47 @@ pub enum Touched {
 /// creating the same path make two entries and neither is lost.
 pub struct IndexDoc {
     doc: AutoCommit,
+    /// An upper bound on the entries of `files`: each merge adds at most as
+    /// many entries as it has operations, so the exact count (a walk of the
+    /// map) is needed only when this bound could pass
+    /// [`MAX_FILES_PER_WORKSPACE`]. `None`: not known yet.
+    files_bound: Option<u64>,
+}
+
+/// Entries in the index's `files` map (live and deleted files).
+fn count_files(doc: &AutoCommit) -> u64 {
+    match doc.get(ROOT, "files") {
+        Ok(Some((Value::Object(ObjType::Map), files))) => doc.length(&files) as u64,
+        _ => 0,
+    }
+}
+
+/// The new bound on `next`'s files after a merge of `usage` into a document
+/// whose bound was `bound`, or the refusal if it names too many files. An
+/// index already past the limit (made before it existed) may still merge
+/// changes that do not add files.
+fn check_files(
+    before: &AutoCommit,
+    next: &AutoCommit,
+    bound: Option<u64>,
+    added_ops: u64,
+) -> Result<u64, DocError> {
+    if let Some(b) = bound.and_then(|b| b.checked_add(added_ops)) {
+        if b <= MAX_FILES_PER_WORKSPACE {
+            return Ok(b);
+        }
+    }
+    let n = count_files(next);
+    if n > MAX_FILES_PER_WORKSPACE && n > count_files(before) {
+        return Err(LimitError::Count {
+            what: "the index",
+            items: "files",
+            count: n,
+            limit: MAX_FILES_PER_WORKSPACE,
+        }
+        .into());
+    }
+    Ok(n)
 }
 
 fn str_of(v: Option<(Value<'_>, automerge::ObjId)>) -> Option<String> {
@@ -89,7 +132,10 @@ impl IndexDoc {
         doc.put_object(&meta, "members", ObjType::Map)?;
         doc.put_object(ROOT, "actors", ObjType::Map)?;
         doc.put_object(ROOT, "files", ObjType::Map)?;
-        let mut index = IndexDoc { doc };
+        let mut index = IndexDoc {
+            doc,
+            files_bound: Some(0),
+        };
         index.register(author)?;
         commit(&mut index.doc, author, "init workspace".into());
         Ok(index)
@@ -98,11 +144,11 @@ impl IndexDoc {
     /// Reads an index from saved bytes (a snapshot followed by incremental chunks).
     pub fn load(chunks: &[Vec<u8>], actor: ActorId) -> Result<Self, DocError> {
         let mut doc = AutoCommit::new().with_actor(actor);
-        for c in chunks {
-            doc.load_incremental(c)?;
-        }
-        super::forget_patches(&mut doc);
-        let index = IndexDoc { doc };
+        super::load_chunks(&mut doc, chunks)?;
+        let index = IndexDoc {
+            doc,
+            files_bound: None,
+        };
         index.files_obj()?;
         Ok(index)
     }
@@ -111,7 +157,16 @@ impl IndexDoc {
     pub fn empty(actor: ActorId) -> Self {
         IndexDoc {
             doc: AutoCommit::new().with_actor(actor),
+            files_bound: Some(0),
         }
+    }
+
+    /// Takes `next`, this index after a merge of bytes from elsewhere, unless
+    /// it names more than [`MAX_FILES_PER_WORKSPACE`] files.
+    fn accept(&mut self, next: AutoCommit, usage: Usage) -> Result<(), DocError> {
+        self.files_bound = Some(check_files(&self.doc, &next, self.files_bound, usage.ops)?);
+        self.doc = next;
+        Ok(())
     }
 
     fn obj(&self, key: &'static str) -> Result<automerge::ObjId, DocError> {
@@ -268,6 +323,20 @@ impl IndexDoc {
         path: &str,
         author: &Author<'_>,
     ) -> Result<(), DocError> {
+        let bound = match self.files_bound {
+            Some(b) if b < MAX_FILES_PER_WORKSPACE => b,
+            _ => count_files(&self.doc),
+        };
+        if bound >= MAX_FILES_PER_WORKSPACE {
+            return Err(LimitError::Count {
+                what: "a new file",
+                items: "files in the workspace already",
+                count: bound,
+                limit: MAX_FILES_PER_WORKSPACE,
+            }
+            .into());
+        }
+        self.files_bound = Some(bound + 1);
         self.register(author)?;
         let files = self.files_obj()?;
         let obj = self.doc.put_object(&files, id.to_hex(), ObjType::Map)?;
@@ -342,7 +411,9 @@ impl IndexDoc {
     /// the index is made: on an error this document may hold part of the
     /// merge, and the caller must load it again from storage.
     pub fn apply_tracked(&mut self, bytes: &[u8]) -> Result<Touched, DocError> {
-        self.merge_in_place(|doc| {
+        // Bounded before automerge inflates or expands anything.
+        let usage = crate::guard::check_chunks(bytes)?;
+        self.merge_in_place(usage, |doc| {
             doc.load_incremental(bytes)?;
             Ok(())
         })
@@ -355,8 +426,9 @@ impl IndexDoc {
         message: &[u8],
     ) -> Result<Touched, DocError> {
         use automerge::sync::SyncDoc;
+        let usage = crate::guard::check_sync_message(message)?;
         let mut next_state = state.clone();
-        let touched = self.merge_in_place(|doc| {
+        let touched = self.merge_in_place(usage, |doc| {
             let message =
                 automerge::sync::Message::decode(message).map_err(|_| DocError::BadSyncMessage)?;
             doc.sync().receive_sync_message(&mut next_state, message)?;
@@ -368,9 +440,20 @@ impl IndexDoc {
 
     fn merge_in_place(
         &mut self,
+        usage: Usage,
         merge: impl FnOnce(&mut AutoCommit) -> Result<(), DocError>,
     ) -> Result<Touched, DocError> {
         let was_blank = self.is_blank();
+        // The file count is recounted only near the limit (see `check_files`).
+        let fast = self
+            .files_bound
+            .and_then(|b| b.checked_add(usage.ops))
+            .filter(|b| *b <= MAX_FILES_PER_WORKSPACE);
+        let count_before = if fast.is_none() {
+            count_files(&self.doc)
+        } else {
+            0
+        };
         let before = self.doc.get_heads();
         super::forget_patches(&mut self.doc);
         self.doc.update_diff_cursor();
@@ -386,9 +469,29 @@ impl IndexDoc {
             super::forget_patches(&mut self.doc);
             return Err(e);
         }
-        super::check_times(&mut self.doc, &before).inspect_err(|_| {
+        let checked = super::check_times(&mut self.doc, &before)
+            .and_then(|()| super::check_size(&self.doc))
+            .and_then(|()| match fast {
+                Some(bound) => Ok(bound),
+                None => {
+                    let n = count_files(&self.doc);
+                    if n > MAX_FILES_PER_WORKSPACE && n > count_before {
+                        Err(LimitError::Count {
+                            what: "the index",
+                            items: "files",
+                            count: n,
+                            limit: MAX_FILES_PER_WORKSPACE,
+                        }
+                        .into())
+                    } else {
+                        Ok(n)
+                    }
+                }
+            });
+        let bound = checked.inspect_err(|_| {
             super::forget_patches(&mut self.doc);
         })?;
+        self.files_bound = Some(bound);
         let patches = self.doc.diff_incremental();
         super::forget_patches(&mut self.doc);
         if was_blank {
@@ -424,11 +527,13 @@ impl IndexDoc {
     /// The index as it would be after merging `bytes`, without changing this one:
     /// lets an import check every path before accepting anything.
     pub fn preview(&mut self, bytes: &[u8]) -> Result<IndexDoc, DocError> {
+        let usage = crate::guard::check_chunks(bytes)?;
         let doc = super::merge_untrusted(&mut self.doc, |doc| {
             doc.load_incremental(bytes)?;
             Ok(())
         })?;
-        Ok(IndexDoc { doc })
+        let files_bound = Some(check_files(&self.doc, &doc, self.files_bound, usage.ops)?);
+        Ok(IndexDoc { doc, files_bound })
     }
 
     /// This peer's actor id (hex).

@@ -37,11 +37,13 @@ macro_rules! impl_storage {
             /// known. All or nothing: bytes that are refused (see
             /// [`merge_untrusted`](crate::doc::merge_untrusted)) leave the document as it was.
             pub fn apply(&mut self, bytes: &[u8]) -> Result<(), DocError> {
-                self.doc = $crate::doc::merge_untrusted(&mut self.doc, |doc| {
+                // Bounded before automerge inflates or expands anything.
+                let usage = $crate::guard::check_chunks(bytes)?;
+                let next = $crate::doc::merge_untrusted(&mut self.doc, |doc| {
                     doc.load_incremental(bytes)?;
                     Ok(())
                 })?;
-                Ok(())
+                self.accept(next, usage)
             }
 
             /// Whether this document holds every change in `heads`.
@@ -67,14 +69,18 @@ macro_rules! impl_storage {
                 message: &[u8],
             ) -> Result<(), DocError> {
                 use automerge::sync::SyncDoc;
+                // `Message::decode` allocates per listed item and the changes
+                // inflate when loaded: the raw bytes are bounded first.
+                let usage = $crate::guard::check_sync_message(message)?;
                 // On copies, so that a refused message changes neither.
                 let mut next_state = state.clone();
-                self.doc = $crate::doc::merge_untrusted(&mut self.doc, |doc| {
+                let next = $crate::doc::merge_untrusted(&mut self.doc, |doc| {
                     let message = automerge::sync::Message::decode(message)
                         .map_err(|_| DocError::BadSyncMessage)?;
                     doc.sync().receive_sync_message(&mut next_state, message)?;
                     Ok(())
                 })?;
+                self.accept(next, usage)?;
                 *state = next_state;
                 Ok(())
             }
@@ -96,6 +102,9 @@ pub use automerge::ChangeHash;
 pub use file::FileDoc;
 pub use index::{FileEntry, IndexDoc, Tombstone, Touched, WorkspaceMeta};
 
+use crate::guard::LimitError;
+use crate::limits::{MAX_CHANGES_PER_DOC, MAX_OPS_PER_DOC};
+
 /// Something went wrong inside a CRDT document: corrupt bytes, or a document
 /// that does not have the shape this version of `cue` writes.
 #[derive(Debug, thiserror::Error)]
@@ -108,6 +117,9 @@ pub enum DocError {
     BadSyncMessage,
     #[error("refused changes from elsewhere: {0}")]
     Refused(String),
+    /// Bytes from elsewhere past a size limit (see [`crate::limits`]).
+    #[error(transparent)]
+    Limit(#[from] LimitError),
 }
 
 /// The furthest from the Unix epoch, either way, that a change's time (in
@@ -144,6 +156,7 @@ pub(crate) fn merge_untrusted(
         }
     }
     check_times(&mut next, &before)?;
+    check_size(&next)?;
     Ok(next)
 }
 
@@ -164,6 +177,45 @@ pub(crate) fn check_times(
         )));
     }
     Ok(())
+}
+
+/// Refuses a document past [`MAX_OPS_PER_DOC`] operations or
+/// [`MAX_CHANGES_PER_DOC`] changes: each message is bounded by the guard,
+/// this bounds what many of them add up to. O(1): automerge counts both.
+pub(crate) fn check_size(doc: &automerge::AutoCommit) -> Result<(), DocError> {
+    use automerge::ReadDoc;
+    let stats = doc.stats();
+    if stats.num_ops > MAX_OPS_PER_DOC {
+        return Err(LimitError::DocTooLarge {
+            items: "operations",
+            count: stats.num_ops,
+            limit: MAX_OPS_PER_DOC,
+        }
+        .into());
+    }
+    if stats.num_changes > MAX_CHANGES_PER_DOC {
+        return Err(LimitError::DocTooLarge {
+            items: "changes",
+            count: stats.num_changes,
+            limit: MAX_CHANGES_PER_DOC,
+        }
+        .into());
+    }
+    Ok(())
+}
+
+/// Loads stored chunks (a snapshot, then incremental chunks) into `doc`,
+/// bounded like bytes from elsewhere: a store can hold what a peer sent.
+pub(crate) fn load_chunks(
+    doc: &mut automerge::AutoCommit,
+    chunks: &[Vec<u8>],
+) -> Result<crate::guard::Usage, DocError> {
+    let usage = crate::guard::check_chunk_list(chunks)?;
+    for c in chunks {
+        doc.load_incremental(c)?;
+    }
+    forget_patches(doc);
+    Ok(usage)
 }
 
 /// Drops the patch events automerge logged while applying changes. automerge

@@ -38,7 +38,8 @@ use sha2::{Digest, Sha256};
 
 use super::message::{pack, Message, Reassembler, PROTOCOL};
 use super::seal::{Sealer, WorkspaceKey, NONCE_LEN};
-use crate::doc::{ChangeHash, SyncState};
+use crate::doc::{ChangeHash, DocError, SyncState};
+use crate::limits::MAX_UNNAMED_DOCS;
 use crate::store::{DocKey, Store};
 use crate::workspace::{Workspace, WorkspaceError};
 use crate::WorkspaceId;
@@ -70,6 +71,8 @@ pub enum SyncProblem {
     WrongWorkspace { peer: PeerId, theirs: WorkspaceId },
     #[error("the relay sent a frame that does not parse: {reason}")]
     Relay { reason: String },
+    #[error("peer {peer} sent more than this peer accepts: {reason}; ignored, syncing goes on")]
+    Refused { peer: PeerId, reason: String },
 }
 
 /// What one step of the engine produced.
@@ -106,6 +109,8 @@ struct Remote {
     /// our answer (compared, never read back: a copy could be megabytes).
     last_exchange: HashMap<DocKey, [u8; 32]>,
     warned_key: bool,
+    /// Whether this peer was told once that its unnamed documents were ignored.
+    warned_unnamed: bool,
     /// Another workspace: everything it sends is ignored.
     foreign: bool,
     /// Was in the room when we arrived: a peer we catch up from.
@@ -152,6 +157,11 @@ pub struct SyncEngine {
     syncing: Option<PeerId>,
     /// Our digest, and the heads generation it was computed at.
     digest_cache: std::cell::Cell<Option<(u64, [u8; 32])>>,
+    /// File documents held or being fetched that the index does not name,
+    /// at most [`MAX_UNNAMED_DOCS`]: counted from the store when first needed.
+    unnamed: Option<std::collections::BTreeSet<DocKey>>,
+    /// The index heads when `unnamed` was last pruned of documents it names.
+    unnamed_pruned_at: Vec<ChangeHash>,
 }
 
 impl SyncEngine {
@@ -194,6 +204,8 @@ impl SyncEngine {
             catch_up: VecDeque::new(),
             syncing: None,
             digest_cache: std::cell::Cell::new(None),
+            unnamed: None,
+            unnamed_pruned_at: Vec::new(),
         })
     }
 
@@ -348,6 +360,13 @@ impl SyncEngine {
         };
         let msgs = match self.reassembler.push(from, &envelope) {
             Ok(m) => m,
+            Err(e) if e.is_limit() => {
+                out.problems.push(SyncProblem::Refused {
+                    peer: from,
+                    reason: e.to_string(),
+                });
+                return Ok(());
+            }
             Err(e) => {
                 out.problems.push(SyncProblem::Malformed {
                     peer: from,
@@ -364,15 +383,7 @@ impl SyncEngine {
         let rest = self.merge_in_bulk(ws, from, msgs, now_ms, out)?;
         for msg in rest {
             if let Err(e) = self.on_message(ws, from, msg, now_ms, out) {
-                // A document a peer sent that does not merge is refused; the
-                // store error of a full disk is not the peer's fault and stops here.
-                match e {
-                    WorkspaceError::Store(_) => return Err(e),
-                    other => out.problems.push(SyncProblem::Merge {
-                        peer: from,
-                        reason: other.to_string(),
-                    }),
-                }
+                out.problems.push(refusal(from, e)?);
             }
         }
         Ok(())
@@ -395,8 +406,10 @@ impl SyncEngine {
         for msg in msgs {
             match msg {
                 Message::Snapshot { doc, bytes } => {
-                    bulk.push((doc, bytes));
-                    acks.push(None);
+                    if self.admit(ws, from, doc, out)? {
+                        bulk.push((doc, bytes));
+                        acks.push(None);
+                    }
                 }
                 Message::Change {
                     id,
@@ -404,6 +417,9 @@ impl SyncEngine {
                     deps,
                     bytes,
                 } => {
+                    if !self.admit(ws, from, doc, out)? {
+                        continue;
+                    }
                     if ws.has_heads(doc, &deps)? {
                         bulk.push((doc, bytes));
                         acks.push(Some(id));
@@ -432,11 +448,7 @@ impl SyncEngine {
                             .push((Target::One(from), Message::Ack { id, doc }));
                     }
                 }
-                Err(WorkspaceError::Store(e)) => return Err(WorkspaceError::Store(e)),
-                Err(other) => out.problems.push(SyncProblem::Merge {
-                    peer: from,
-                    reason: other.to_string(),
-                }),
+                Err(e) => out.problems.push(refusal(from, e)?),
             }
         }
         Ok(rest)
@@ -543,7 +555,16 @@ impl SyncEngine {
                 // Ordered: the order of the replies must not depend on hashing (seeded simulation).
                 let theirs: BTreeMap<DocKey, [u8; 8]> = entries.into_iter().collect();
                 let mut docs: Vec<DocKey> = ws.doc_heads().keys().copied().collect();
-                docs.extend(theirs.keys().filter(|k| !ws.doc_heads().contains_key(k)));
+                let unknown: Vec<DocKey> = theirs
+                    .keys()
+                    .filter(|k| !ws.doc_heads().contains_key(k))
+                    .copied()
+                    .collect();
+                for doc in unknown {
+                    if self.admit(ws, from, doc, out)? {
+                        docs.push(doc);
+                    }
+                }
                 // Files first, so a peer that merges the index holds the files it names.
                 docs.sort_by_key(|k| *k == DocKey::Index);
                 for doc in docs {
@@ -563,6 +584,9 @@ impl SyncEngine {
                 }
             }
             Message::SyncResponse { doc, sync } => {
+                if !self.admit(ws, from, doc, out)? {
+                    return Ok(());
+                }
                 let mut state = self
                     .peers
                     .entry(from)
@@ -669,6 +693,85 @@ impl SyncEngine {
         if same_digest {
             self.unacked.clear();
         }
+    }
+
+    /// Whether to take in (or fetch) `doc` from `peer`: always for the index
+    /// and documents this peer holds or its index names; for others (a file
+    /// document arrives before the index entry that names it) only while
+    /// fewer than [`MAX_UNNAMED_DOCS`] such documents are held. Refusals are
+    /// reported once per peer; the sync protocol fetches a refused document
+    /// again once the index names it.
+    fn admit<S: Store>(
+        &mut self,
+        ws: &mut Workspace<S>,
+        peer: PeerId,
+        doc: DocKey,
+        out: &mut Output,
+    ) -> Result<bool, WorkspaceError> {
+        let DocKey::File(id) = doc else {
+            return Ok(true);
+        };
+        // Held already (nothing grows), fetched already, or named: welcome.
+        if ws.doc_heads().contains_key(&doc)
+            || self.unnamed.as_ref().is_some_and(|u| u.contains(&doc))
+            || ws.names_file(id)
+        {
+            return Ok(true);
+        }
+        let unnamed = match self.unnamed.take() {
+            Some(u) => u,
+            None => {
+                // Once per run: the unnamed documents the store already holds.
+                let mut u = std::collections::BTreeSet::new();
+                for key in ws.doc_heads().keys() {
+                    if let DocKey::File(f) = key {
+                        if !ws.names_file(*f) {
+                            u.insert(*key);
+                        }
+                    }
+                }
+                u
+            }
+        };
+        let mut unnamed = unnamed;
+        if unnamed.len() as u64 >= MAX_UNNAMED_DOCS {
+            let heads = ws
+                .doc_heads()
+                .get(&DocKey::Index)
+                .map(|i| i.heads.clone())
+                .unwrap_or_default();
+            if heads != self.unnamed_pruned_at {
+                // The index changed: drop what it now names.
+                let mut kept = std::collections::BTreeSet::new();
+                for key in unnamed {
+                    if let DocKey::File(f) = key {
+                        if !ws.names_file(f) {
+                            kept.insert(key);
+                        }
+                    }
+                }
+                unnamed = kept;
+                self.unnamed_pruned_at = heads;
+            }
+        }
+        let admitted = (unnamed.len() as u64) < MAX_UNNAMED_DOCS;
+        if admitted {
+            unnamed.insert(doc);
+        }
+        self.unnamed = Some(unnamed);
+        if !admitted {
+            let remote = self.peers.entry(peer).or_default();
+            if !remote.warned_unnamed {
+                remote.warned_unnamed = true;
+                out.problems.push(SyncProblem::Refused {
+                    peer,
+                    reason: format!(
+                        "documents the index does not name, past the {MAX_UNNAMED_DOCS} held (MAX_UNNAMED_DOCS); they are fetched again once the index names them"
+                    ),
+                });
+            }
+        }
+        Ok(admitted)
     }
 
     /// Starts automerge's sync protocol for `doc` with `peer` from scratch.
@@ -849,6 +952,25 @@ impl SyncEngine {
             }
         }
     }
+}
+
+/// The problem to report for what a peer sent that could not be merged. A
+/// store error (a full disk) is not the peer's fault: it is returned, and
+/// stops the handling of the frame.
+fn refusal(peer: PeerId, e: WorkspaceError) -> Result<SyncProblem, WorkspaceError> {
+    Ok(match e {
+        WorkspaceError::Store(_) => return Err(e),
+        WorkspaceError::Doc(DocError::Limit(limit)) if !limit.is_malformed() => {
+            SyncProblem::Refused {
+                peer,
+                reason: limit.to_string(),
+            }
+        }
+        other => SyncProblem::Merge {
+            peer,
+            reason: other.to_string(),
+        },
+    })
 }
 
 /// One sync message received and the answer to it, as a hash: the same pair

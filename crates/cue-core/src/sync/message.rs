@@ -12,6 +12,10 @@ use std::collections::{BTreeMap, HashMap};
 use cue_wire::PeerId;
 
 use crate::doc::ChangeHash;
+use crate::limits::{
+    MAX_BATCH_MESSAGES, MAX_HASHES_PER_LIST, MAX_REASSEMBLY_BYTES_PER_PEER,
+    MAX_REASSEMBLY_BYTES_TOTAL, MAX_SYNC_REQUEST_DOCS,
+};
 use crate::store::DocKey;
 use crate::FileId;
 
@@ -25,7 +29,7 @@ pub const PROTOCOL: u16 = 2;
 const ENVELOPE_HEAD: usize = 13;
 /// Data bytes per part: a sealed part fits the relay's frame limit with room to spare.
 pub const PART_BYTES: usize = cue_wire::MAX_FRAME_BYTES - 1024;
-/// Largest batch a peer accepts: a 16 MiB file with its history, with margin.
+/// Largest batch a peer accepts: a document at the size limits, with margin.
 pub const MAX_BATCH_BYTES: usize = 96 * 1024 * 1024;
 /// Unfinished streams kept per sender; older ones are dropped (the sync
 /// protocol repairs whatever a dropped stream carried).
@@ -85,6 +89,29 @@ pub enum MessageError {
     Invalid(&'static str),
     #[error("message of {0} bytes exceeds the limit of {MAX_BATCH_BYTES} bytes")]
     TooLarge(usize),
+    #[error("a batch of more than {MAX_BATCH_MESSAGES} messages (MAX_BATCH_MESSAGES)")]
+    TooManyMessages,
+    #[error("a sync request naming {0} documents, over the limit of {MAX_SYNC_REQUEST_DOCS} (MAX_SYNC_REQUEST_DOCS)")]
+    TooManyDocs(usize),
+    #[error("a list of {0} change hashes, over the limit of {MAX_HASHES_PER_LIST} (MAX_HASHES_PER_LIST)")]
+    TooManyHashes(usize),
+    #[error("unfinished streams needing more than {limit} bytes of reassembly memory ({which}); the stream was dropped")]
+    ReassemblyFull { which: &'static str, limit: usize },
+}
+
+impl MessageError {
+    /// Whether the payload was refused for going past a limit rather than for
+    /// its form. (A part count too large for any batch is a malformed
+    /// envelope, as before.)
+    pub fn is_limit(&self) -> bool {
+        matches!(
+            self,
+            MessageError::TooManyMessages
+                | MessageError::TooManyDocs(_)
+                | MessageError::TooManyHashes(_)
+                | MessageError::ReassemblyFull { .. }
+        )
+    }
 }
 
 const HANDSHAKE: u8 = 1;
@@ -186,6 +213,9 @@ impl<'a> Reader<'a> {
     }
     fn hashes(&mut self) -> Result<Vec<ChangeHash>, MessageError> {
         let n = self.count(32)?;
+        if n as u64 > MAX_HASHES_PER_LIST {
+            return Err(MessageError::TooManyHashes(n));
+        }
         (0..n).map(|_| Ok(ChangeHash(self.array()?))).collect()
     }
     fn done(&self) -> Result<(), MessageError> {
@@ -287,6 +317,9 @@ impl Message {
             SYNC_REQUEST => {
                 let full = r.u8()? != 0;
                 let n = r.count(9)?;
+                if n > MAX_SYNC_REQUEST_DOCS {
+                    return Err(MessageError::TooManyDocs(n));
+                }
                 let mut entries = Vec::with_capacity(n);
                 for _ in 0..n {
                     entries.push((r.doc()?, r.array()?));
@@ -334,11 +367,15 @@ pub fn encode_batch(msgs: &[Message]) -> Vec<u8> {
     w.0
 }
 
-/// Decodes a batch; one bad message refuses the whole batch.
+/// Decodes a batch; one bad message refuses the whole batch, and so do more
+/// than [`MAX_BATCH_MESSAGES`] messages.
 pub fn decode_batch(data: &[u8]) -> Result<Vec<Message>, MessageError> {
     let mut r = Reader(data);
     let mut out = Vec::new();
     while !r.0.is_empty() {
+        if out.len() >= MAX_BATCH_MESSAGES {
+            return Err(MessageError::TooManyMessages);
+        }
         let kind = r.u8()?;
         let body = r.bytes()?;
         out.push(Message::decode_body(kind, body)?);
@@ -387,10 +424,93 @@ struct Partial {
     bytes: usize,
 }
 
-/// Joins the parts of each sender's streams back into batches.
-#[derive(Default)]
+/// Joins the parts of each sender's streams back into batches, holding at
+/// most [`MAX_REASSEMBLY_BYTES_PER_PEER`] for one sender and
+/// [`MAX_REASSEMBLY_BYTES_TOTAL`] for all of them.
 pub struct Reassembler {
     open: HashMap<PeerId, BTreeMap<u32, Partial>>,
+    per_peer: usize,
+    total: usize,
+}
+
+impl Default for Reassembler {
+    fn default() -> Self {
+        Reassembler::with_limits(MAX_REASSEMBLY_BYTES_PER_PEER, MAX_REASSEMBLY_BYTES_TOTAL)
+    }
+}
+
+impl Reassembler {
+    /// A reassembler with other limits than the product's (for tests).
+    pub fn with_limits(per_peer: usize, total: usize) -> Self {
+        Reassembler {
+            open: HashMap::new(),
+            per_peer,
+            total,
+        }
+    }
+
+    /// Bytes held for `peer`'s unfinished streams.
+    fn held_by(&self, peer: &PeerId) -> usize {
+        self.open
+            .get(peer)
+            .map(|s| s.values().map(|p| p.bytes).sum())
+            .unwrap_or(0)
+    }
+
+    /// Bytes held for every sender's unfinished streams.
+    fn held(&self) -> usize {
+        self.open.keys().map(|p| self.held_by(p)).sum()
+    }
+
+    /// Drops `peer`'s oldest unfinished stream other than `keep`; false if it has none.
+    fn drop_oldest(&mut self, peer: &PeerId, keep: Option<u32>) -> bool {
+        let Some(streams) = self.open.get_mut(peer) else {
+            return false;
+        };
+        // Stream numbers wrap rarely; the lowest is the oldest.
+        let Some(oldest) = streams.keys().copied().find(|s| Some(*s) != keep) else {
+            return false;
+        };
+        streams.remove(&oldest);
+        if streams.is_empty() {
+            self.open.remove(peer);
+        }
+        true
+    }
+
+    /// Makes room for `more` bytes of `from`'s stream `stream`: drops `from`'s
+    /// older streams past its own limit, then, past the total, the oldest
+    /// stream of whichever sender holds the most (a sender that hoards is
+    /// the first to lose). Errs when even that is not enough.
+    fn make_room(&mut self, from: PeerId, stream: u32, more: usize) -> Result<(), MessageError> {
+        while self.held_by(&from) + more > self.per_peer {
+            if !self.drop_oldest(&from, Some(stream)) {
+                return Err(MessageError::ReassemblyFull {
+                    which: "for this sender",
+                    limit: self.per_peer,
+                });
+            }
+        }
+        while self.held() + more > self.total {
+            let hoarder = self
+                .open
+                .keys()
+                .copied()
+                .max_by_key(|p| (self.held_by(p), *p));
+            let dropped = match hoarder {
+                Some(p) if p == from => self.drop_oldest(&p, Some(stream)),
+                Some(p) => self.drop_oldest(&p, None),
+                None => false,
+            };
+            if !dropped {
+                return Err(MessageError::ReassemblyFull {
+                    which: "for all senders",
+                    limit: self.total,
+                });
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Reassembler {
@@ -415,6 +535,17 @@ impl Reassembler {
         }
         if parts == 1 {
             return decode_batch(data);
+        }
+        let new_part = self
+            .open
+            .get(&from)
+            .and_then(|s| s.get(&stream))
+            .is_none_or(|p| !p.got.contains_key(&part));
+        if new_part {
+            if let Err(e) = self.make_room(from, stream, data.len()) {
+                self.forget_stream(&from, stream);
+                return Err(e);
+            }
         }
         let streams = self.open.entry(from).or_default();
         let partial = streams.entry(stream).or_insert_with(|| Partial {
@@ -455,6 +586,15 @@ impl Reassembler {
     /// Forgets a peer's unfinished streams (it left the room).
     pub fn forget(&mut self, peer: &PeerId) {
         self.open.remove(peer);
+    }
+
+    fn forget_stream(&mut self, peer: &PeerId, stream: u32) {
+        if let Some(streams) = self.open.get_mut(peer) {
+            streams.remove(&stream);
+            if streams.is_empty() {
+                self.open.remove(peer);
+            }
+        }
     }
 }
 
@@ -528,6 +668,92 @@ mod tests {
             got.extend(r.push(PeerId([1; 16]), e).expect("valid part"));
         }
         assert_eq!(got, vec![big]);
+    }
+
+    /// Envelope `part` of `parts` of stream `stream`, carrying `len` bytes.
+    fn part(stream: u32, part: u32, parts: u32, len: usize) -> Vec<u8> {
+        let mut env = vec![ENVELOPE_VERSION];
+        env.extend_from_slice(&stream.to_be_bytes());
+        env.extend_from_slice(&part.to_be_bytes());
+        env.extend_from_slice(&parts.to_be_bytes());
+        env.extend(std::iter::repeat_n(0, len));
+        env
+    }
+
+    #[test]
+    fn reassembly_memory_is_bounded_per_sender_and_in_all() {
+        let (per_peer, total) = (10_000, 25_000);
+        let mut r = Reassembler::with_limits(per_peer, total);
+        let ana = PeerId([1; 16]);
+        // Ana opens streams of 4,000-byte parts: her oldest give way.
+        for stream in 0..4 {
+            assert_eq!(r.push(ana, &part(stream, 0, 3, 4_000)), Ok(Vec::new()));
+            assert!(r.held_by(&ana) <= per_peer);
+        }
+        // One stream alone past her limit is refused, not kept.
+        assert_eq!(r.push(ana, &part(9, 0, 3, 4_000)), Ok(Vec::new()));
+        assert_eq!(r.push(ana, &part(9, 1, 3, 4_000)), Ok(Vec::new()));
+        assert!(matches!(
+            r.push(ana, &part(9, 2, 3, 4_000)),
+            Err(MessageError::ReassemblyFull { .. })
+        ));
+        assert_eq!(r.held_by(&ana), 0);
+        // Many senders: never more than the total, and the biggest holder
+        // loses first.
+        for p in 0..20u8 {
+            let peer = PeerId([p + 10; 16]);
+            let _ = r.push(peer, &part(0, 0, 3, 4_000));
+            let _ = r.push(peer, &part(0, 1, 3, 4_000));
+            assert!(r.held() <= total, "{} bytes held", r.held());
+        }
+        // A complete stream still comes through.
+        let msgs = vec![Message::Heartbeat {
+            digest: [3; 32],
+            catching_up: false,
+        }];
+        let data = encode_batch(&msgs);
+        let bob = PeerId([2; 16]);
+        let mut first = part(5, 0, 2, 0);
+        first.extend_from_slice(&data[..10]);
+        let mut second = part(5, 1, 2, 0);
+        second.extend_from_slice(&data[10..]);
+        assert_eq!(r.push(bob, &first), Ok(Vec::new()));
+        assert_eq!(r.push(bob, &second), Ok(msgs));
+    }
+
+    #[test]
+    fn batches_of_too_many_messages_are_refused() {
+        let ack = Message::Ack {
+            id: 1,
+            doc: DocKey::Index,
+        };
+        let ok = encode_batch(&vec![ack.clone(); MAX_BATCH_MESSAGES]);
+        assert_eq!(decode_batch(&ok).map(|m| m.len()), Ok(MAX_BATCH_MESSAGES));
+        let over = encode_batch(&vec![ack; MAX_BATCH_MESSAGES + 1]);
+        assert_eq!(decode_batch(&over), Err(MessageError::TooManyMessages));
+    }
+
+    #[test]
+    fn sync_requests_and_hash_lists_are_bounded() {
+        let n = MAX_SYNC_REQUEST_DOCS + 1;
+        let big = Message::SyncRequest {
+            full: false,
+            entries: vec![(DocKey::Index, [0; 8]); n],
+        };
+        let err = decode_batch(&encode_batch(&[big]));
+        assert_eq!(err, Err(MessageError::TooManyDocs(n)));
+        assert!(err.is_err_and(|e| e.is_limit()));
+        let n = MAX_HASHES_PER_LIST as usize + 1;
+        let change = Message::Change {
+            id: 1,
+            doc: DocKey::Index,
+            deps: vec![ChangeHash([1; 32]); n],
+            bytes: Vec::new(),
+        };
+        assert_eq!(
+            decode_batch(&encode_batch(&[change])),
+            Err(MessageError::TooManyHashes(n))
+        );
     }
 
     #[test]

@@ -290,6 +290,11 @@ impl<S: Store> Workspace<S> {
         self.docs.infos()
     }
 
+    /// Whether the index names file `id` (live or deleted).
+    pub fn names_file(&self, id: FileId) -> bool {
+        self.layout.entry(&id).is_some()
+    }
+
     /// Changes whenever any document's heads change (see [`Self::doc_heads`]).
     pub fn heads_generation(&self) -> u64 {
         self.docs.generation()

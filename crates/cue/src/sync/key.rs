@@ -17,6 +17,68 @@ use crate::disk::Layout;
 
 const CODE_PREFIX: &str = "cue1.";
 const CODE_VERSION: u8 = 1;
+/// The environment variable a join code may come from (an environment is
+/// readable by this user only, unlike the command line).
+pub const CODE_ENV: &str = "CUE_JOIN_CODE";
+/// Longest join code read from standard input or a file: a real one is under
+/// 200 characters; anything longer is not a code.
+const MAX_CODE_BYTES: u64 = 64 * 1024;
+
+/// Where a join code comes from, most private first: a file (`--code-file`),
+/// standard input (`-`, or no code while stdin is not a terminal), the
+/// environment (`CUE_JOIN_CODE`). A code given on the command line still works,
+/// with a warning: every local user can read a process's arguments (`ps`,
+/// `/proc/PID/cmdline`), and the shell keeps them in its history.
+pub fn read_join_code(arg: Option<&str>, code_file: Option<&std::path::Path>) -> Result<String> {
+    use std::io::{IsTerminal, Read};
+    let read_limited = |mut r: Box<dyn Read>, from: &str| -> Result<String> {
+        let mut text = String::new();
+        r.by_ref()
+            .take(MAX_CODE_BYTES)
+            .read_to_string(&mut text)
+            .with_context(|| format!("reading the join code from {from}"))?;
+        let code = text.trim().to_string();
+        if code.is_empty() {
+            return Err(UsageError(format!("no join code in {from}")).into());
+        }
+        Ok(code)
+    };
+    match (arg, code_file) {
+        (Some(_), Some(_)) => Err(UsageError(
+            "give the join code once: as an argument, as `-` (standard input), or with --code-file"
+                .into(),
+        )
+        .into()),
+        (None, Some(path)) => {
+            let f = std::fs::File::open(path)
+                .with_context(|| format!("opening the code file {}", path.display()))?;
+            read_limited(Box::new(f), &path.display().to_string())
+        }
+        (Some("-"), None) => read_limited(Box::new(std::io::stdin()), "standard input"),
+        (Some(code), None) => {
+            eprintln!(
+                "warning: a join code on the command line is visible to other local users (ps, /proc) and stays in your shell history; \
+                 pass it on standard input (`-`), with --code-file FILE or in ${CODE_ENV} instead"
+            );
+            Ok(code.to_string())
+        }
+        (None, None) => {
+            if let Some(code) = std::env::var(CODE_ENV)
+                .ok()
+                .filter(|c| !c.trim().is_empty())
+            {
+                return Ok(code.trim().to_string());
+            }
+            if !std::io::stdin().is_terminal() {
+                return read_limited(Box::new(std::io::stdin()), "standard input");
+            }
+            Err(UsageError(format!(
+                "no join code: pipe it in (`cue sync invite | tail -1 | cue clone - DIR`), or use --code-file FILE or ${CODE_ENV}"
+            ))
+            .into())
+        }
+    }
+}
 
 /// Reads this workspace's key, or `None` if it has none yet.
 pub fn read_key(layout: &Layout) -> Result<Option<WorkspaceKey>> {
@@ -39,15 +101,17 @@ pub fn read_key(layout: &Layout) -> Result<Option<WorkspaceKey>> {
 /// Writes the key, readable by this user only.
 pub fn write_key(layout: &Layout, key: &WorkspaceKey) -> Result<()> {
     let dir = layout.sync_dir();
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    crate::store::secure_sync_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let path = dir.join("key");
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    let mut f = opts
+    let mut f = crate::store::private_file()
+        .write(true)
+        .create(true)
+        .truncate(true)
         .open(&path)
         .with_context(|| format!("writing {}", path.display()))?;
+    // An existing file keeps its mode when opened: make sure it is private.
+    #[cfg(unix)]
+    crate::store::set_mode(&path, 0o600).with_context(|| format!("securing {}", path.display()))?;
     writeln!(f, "{}", hex::encode(key.as_bytes()))?;
     f.sync_all()?;
     Ok(())
@@ -124,6 +188,24 @@ impl JoinCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn join_codes_come_from_a_file_and_only_once() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let file = dir.path().join("code");
+        std::fs::write(&file, "  cue1.abc\n").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            read_join_code(None, Some(&file)).ok().as_deref(),
+            Some("cue1.abc")
+        );
+        assert!(read_join_code(Some("cue1.abc"), Some(&file)).is_err());
+        assert_eq!(
+            read_join_code(Some("cue1.x"), None).ok().as_deref(),
+            Some("cue1.x")
+        );
+        std::fs::write(&file, "\n").unwrap_or_else(|e| panic!("{e}"));
+        assert!(read_join_code(None, Some(&file)).is_err());
+    }
 
     #[test]
     fn codes_round_trip_and_damage_is_caught() {

@@ -105,7 +105,7 @@ pub fn start(cwd: &Path, flags: &RelayFlags) -> Result<()> {
         return Ok(());
     }
     let log_path = layout.sync_dir().join("daemon.log");
-    let log = std::fs::OpenOptions::new()
+    let log = crate::store::private_file()
         .create(true)
         .append(true)
         .open(&log_path)
@@ -274,7 +274,10 @@ pub fn invite(cwd: &Path, flags: &RelayFlags) -> Result<()> {
     println!(
         "Anyone with this code can read and change this workspace: share it only with members."
     );
-    println!("On the new machine run:  cue clone <code> <folder>");
+    println!(
+        "On the new machine, give it to `cue clone` on standard input, not as an argument (other local users can read those):"
+    );
+    println!("  cue clone - <folder>     (paste the code, then Ctrl-D; or: cue clone --code-file FILE <folder>)");
     if target.auth_token_needed() {
         println!("The relay needs an auth token: give it separately (sync.relay.auth_token).");
     }
@@ -337,6 +340,7 @@ pub fn clone_from_code(
         &layout.config_path(),
         config::template("", &member).as_bytes(),
     )?;
+    config::secure(&layout.config_path())?;
     config::set_relay_url(&layout.config_path(), &code.relay)?;
     let mut config = Config::load(&layout.config_path())?;
     if auth_token.is_some() {

@@ -61,7 +61,7 @@ impl DaemonLock {
     /// Takes the lock or says which daemon holds it.
     pub fn acquire(layout: &Layout) -> Result<DaemonLock> {
         let path = lock_path(layout);
-        let mut file = std::fs::OpenOptions::new()
+        let mut file = crate::store::private_file()
             .read(true)
             .write(true)
             .create(true)
@@ -100,7 +100,13 @@ pub fn running_pid(layout: &Layout) -> Option<u32> {
 pub fn write_status(layout: &Layout, status: &DaemonStatus) -> Result<()> {
     let path = status_path(layout);
     let tmp = path.with_extension(format!("json.{}.tmp", std::process::id()));
-    std::fs::write(&tmp, serde_json::to_vec_pretty(status)?)?;
+    let mut f = crate::store::private_file()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&tmp)?;
+    f.write_all(&serde_json::to_vec_pretty(status)?)?;
+    drop(f);
     std::fs::rename(&tmp, &path)?;
     Ok(())
 }

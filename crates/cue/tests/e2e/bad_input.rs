@@ -265,6 +265,20 @@ fn every_bad_input_gets_a_clear_error_and_loses_nothing() {
             Some("could not merge"),
         ),
         (
+            "a deflate bomb sent as a change",
+            Box::new(|| {
+                let mut h = Hostile::join(&relay, key.clone());
+                h.broadcast(&[Message::Change {
+                    id: 10,
+                    doc: DocKey::Index,
+                    deps: Vec::new(),
+                    bytes: deflate_bomb(),
+                }]);
+                Some(h)
+            }),
+            Some("MAX_INFLATED_BYTES"),
+        ),
+        (
             "a path that climbs out of the workspace",
             Box::new(|| {
                 let mut h = Hostile::join(&relay, key.clone());
@@ -359,4 +373,41 @@ fn every_bad_input_gets_a_clear_error_and_loses_nothing() {
     }
     std::thread::sleep(Duration::from_millis(200));
     assert!(alive(&mut da) && alive(&mut db));
+    // The 1 GiB deflate bomb (3 GB inside automerge before the inflate guard)
+    // left the daemons' peak memory small.
+    for (name, d) in [("ana", &da), ("bo", &db)] {
+        let peak_kb = d
+            .peak_rss_kb()
+            .unwrap_or_else(|| panic!("no VmHWM for {name}"));
+        println!("{name}'s daemon peaked at {peak_kb} kB");
+        assert!(
+            peak_kb < 200 * 1024,
+            "{name}'s daemon peaked at {peak_kb} kB"
+        );
+    }
+}
+
+/// A compressed automerge change (chunk type 2) that inflates to 1 GiB of
+/// zeros from about 1 MB.
+fn deflate_bomb() -> Vec<u8> {
+    use std::io::Write;
+    let mut enc = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
+    let block = vec![0u8; 1 << 20];
+    for _ in 0..1024 {
+        enc.write_all(&block).unwrap_or_else(|e| panic!("{e}"));
+    }
+    let data = enc.finish().unwrap_or_else(|e| panic!("{e}"));
+    let mut out = vec![0x85, 0x6f, 0x4a, 0x83, 0, 0, 0, 0, 2];
+    let mut len = data.len();
+    loop {
+        let b = (len & 0x7f) as u8;
+        len >>= 7;
+        if len == 0 {
+            out.push(b);
+            break;
+        }
+        out.push(b | 0x80);
+    }
+    out.extend_from_slice(&data);
+    out
 }

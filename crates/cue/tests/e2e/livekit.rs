@@ -192,6 +192,16 @@ impl Daemon {
         }
     }
 
+    /// The daemon's peak resident memory so far (Linux `VmHWM`), in kB.
+    pub fn peak_rss_kb(&self) -> Option<u64> {
+        let pid = self.child.as_ref()?.id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -302,14 +312,34 @@ pub fn invite(peer: &Peer, relay: &str) -> String {
     out.lines().last().unwrap_or_default().trim().to_string()
 }
 
-/// A new peer made by `cue clone CODE` (a peer holding the workspace must be online).
+/// A new peer made by `cue clone - DIR` with the code on standard input, as
+/// the README says (a peer holding the workspace must be online).
 pub fn clone_live(code: &str, member: &str, extra: &[&str]) -> Peer {
+    use std::io::Write;
     let p = Peer::new(member);
     std::fs::remove_dir(&p.root).unwrap_or_else(|e| panic!("{e}"));
     let parent = p.root.parent().unwrap_or(&p.root).to_path_buf();
-    let mut args = vec!["clone", code, member];
+    let mut args = vec!["clone", "-", member];
     args.extend_from_slice(extra);
-    let out = crate::testkit::run_in(&parent, member, &args);
+    let mut child = Command::new(cue_bin())
+        .args(&args)
+        .current_dir(&parent)
+        .env("CUE_MEMBER", member)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("running cue clone: {e}"));
+    if let Some(mut stdin) = child.stdin.take() {
+        writeln!(stdin, "{code}").unwrap_or_else(|e| panic!("{e}"));
+    }
+    let out = child.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("visible to other local users"),
+        "a code on stdin was taken for one in argv: {stderr}"
+    );
     assert!(
         out.status.success(),
         "clone failed: {}{}",

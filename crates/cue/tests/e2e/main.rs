@@ -8,3 +8,4 @@ mod chaos;
 mod exchange;
 mod live;
 mod livekit;
+mod secrets;
