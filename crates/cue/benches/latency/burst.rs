@@ -163,11 +163,17 @@ pub fn burst(c: &Cluster, k: &Knobs, perf: &Perf) {
 }
 
 /// Appends on a fixed schedule right after the burst arrived (or timed out),
-/// the sender rotating: per append, the time until the last other peer has it.
+/// the sender rotating: per append, the time until the last other peer has
+/// it. Each peer appends to a note of its own: a save that reads a note and
+/// writes it back can overwrite a line a daemon wrote in between (an editor
+/// can too), and that would lose an append to the bench, not to sync.
 fn appends_after(c: &Cluster, k: &Knobs, perf: &Perf) {
     let peers = c.peers();
     heading("appends after the burst", c.notes, peers);
-    let targets: Vec<PathBuf> = (0..peers).map(|i| c.path(i, notes::AFTER)).collect();
+    // targets[i][j]: the note sender i appends to, as peer j has it.
+    let targets: Vec<Vec<PathBuf>> = (0..peers)
+        .map(|i| (0..peers).map(|j| c.path(j, &notes::after(i))).collect())
+        .collect();
     let arrivals = Arrivals::watch(&c.roots);
     let before = Snapshot::take(c);
     let recorders = perf.start("after", c);
@@ -183,7 +189,7 @@ fn appends_after(c: &Cluster, k: &Knobs, perf: &Perf) {
         if sent.len() < k.after && now >= next_at {
             let from = (sent.len() + 1) % peers;
             let line = format!("after-burst {} from p{from}", sent.len() + 1);
-            append_line(&targets[from], &line);
+            append_line(&targets[from][from], &line);
             last_write = Instant::now();
             let mut row = vec![None; peers];
             row[from] = Some(0.0);
@@ -204,12 +210,12 @@ fn appends_after(c: &Cluster, k: &Knobs, perf: &Perf) {
         let Some((j, path, _)) = arrivals.next_until(wake) else {
             continue;
         };
-        if path != targets[j] {
+        let Some(i) = (0..peers).find(|i| path == targets[*i][j]) else {
             continue;
-        }
+        };
         let text = contents.get(&path);
-        for (e, (t, _, line)) in sent.iter().enumerate() {
-            if seen[e][j].is_none() && text.contains(line.as_str()) {
+        for (e, (t, from, line)) in sent.iter().enumerate() {
+            if *from == i && seen[e][j].is_none() && text.contains(line.as_str()) {
                 seen[e][j] = Some(t.elapsed().as_secs_f64() * 1000.0);
             }
         }
@@ -246,7 +252,7 @@ fn appends_after(c: &Cluster, k: &Knobs, perf: &Perf) {
         })
         .collect();
     println!(
-        "  {} appends to one note, {} ms apart, sender rotating, from the moment the burst had arrived everywhere",
+        "  {} appends, {} ms apart, sender rotating (each to a note of its own), from the moment the burst had arrived everywhere",
         k.after,
         k.gap.as_millis(),
     );

@@ -225,9 +225,10 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// A relay and peer 0 with `notes` notes imported by `cue init` (timed
-    /// and reported); no daemon runs yet.
-    pub fn init(knobs: &Knobs, notes: usize, label: &str) -> Cluster {
+    /// A relay and peer 0 with `notes` notes (and the few the phases edit,
+    /// for up to `peers` peers) imported by `cue init`, timed and reported;
+    /// no daemon runs yet.
+    pub fn init(knobs: &Knobs, notes: usize, peers: usize, label: &str) -> Cluster {
         let tmp = must(
             tempfile::Builder::new().prefix("cue-latency-").tempdir(),
             "making a temp dir",
@@ -249,10 +250,10 @@ impl Cluster {
                 "writing a note",
             );
         }
-        for (k, rel) in [notes::APPEND, notes::AFTER, notes::CONCURRENT]
-            .iter()
-            .enumerate()
-        {
+        let edited = [notes::APPEND.to_string(), notes::CONCURRENT.to_string()]
+            .into_iter()
+            .chain((0..peers).map(notes::after));
+        for (k, rel) in edited.enumerate() {
             let path = root.join(".cuedeck").join(rel);
             if let Some(dir) = path.parent() {
                 must(std::fs::create_dir_all(dir), "making a notes folder");

@@ -34,7 +34,7 @@ fn wait_for(limit: Duration, mut done: impl FnMut() -> bool) -> Option<f64> {
 }
 
 pub fn join(k: &Knobs, notes: usize, peers: usize, perf: &Perf) {
-    let mut c = Cluster::init(k, notes, "join");
+    let mut c = Cluster::init(k, notes, peers, "join");
     c.start_daemon(0);
     c.wait_online(1, Duration::from_secs(60));
     heading("join", notes, peers);

@@ -16,7 +16,8 @@
 //!     files are identical and hold both lines (`CUE_BENCH_ROUNDS`, 20);
 //!   - `burst`: N new notes written at once on p0, until the first and all
 //!     are on every other peer; then `CUE_BENCH_AFTER` (50) appends
-//!     `CUE_BENCH_GAP_MS` (1000) apart: latency to the last peer, how many
+//!     `CUE_BENCH_GAP_MS` (1000) apart, the sender rotating, each peer
+//!     appending to a note of its own: latency to the last peer, how many
 //!     are later than 1 s, how many are missing 30 s after the last; then how
 //!     long until the daemons are idle;
 //!   - `join`: peer 0 alone with the notes, then the others join one after
@@ -30,7 +31,7 @@
 //! - `CUE_BENCH_TAP=1`: count protocol messages by kind through a proxy that
 //!   opens them (see `tap.rs`; for diagnosis, it costs CPU).
 //! - `CUE_BENCH_PERF=burst:0,burst:9,after:9`: `perf record` a peer's daemon
-//!   for a phase (see `perf.rs`).
+//!   for a phase; `CUE_BENCH_STRACE=burst:9`: `strace -c` it (see `perf.rs`).
 //!
 //! Setup, not measured: peer 0 imports the notes with `cue init` (timed and
 //! printed), the other peers are cloned from a bundle and given the join
@@ -130,7 +131,7 @@ fn main() {
     for &notes in &k.notes {
         for &peers in &k.peers {
             if k.wants("append") || k.wants("concurrent") || k.wants("burst") {
-                let mut c = Cluster::init(&k, notes, &format!("{peers} peers"));
+                let mut c = Cluster::init(&k, notes, peers, &format!("{peers} peers"));
                 c.add_bundle_peers(peers);
                 for i in 0..peers {
                     c.start_daemon(i);

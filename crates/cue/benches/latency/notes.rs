@@ -107,8 +107,13 @@ pub fn note(seed: u64, i: usize) -> String {
 /// The notes the phases edit, beside the generated ones (so that a
 /// workspace of 0 generated notes still has them).
 pub const APPEND: &str = "docs/bench/append.md";
-pub const AFTER: &str = "docs/bench/after-burst.md";
 pub const CONCURRENT: &str = "docs/bench/concurrent.md";
+/// The note peer `i` appends to after the burst: one per sender, so that
+/// no save of the bench can race a daemon writing the same file.
+pub fn after(i: usize) -> String {
+    format!("docs/bench/after-p{i}.md")
+}
+
 /// Where the burst writes its notes, and their names.
 pub const BURST_DIR: &str = "docs/burst";
 

@@ -23,6 +23,17 @@ pub fn cpu_seconds(pid: u32) -> f64 {
     (ticks(11) + ticks(12)) / hz.max(1.0)
 }
 
+/// Seconds a process's threads have waited for a core so far
+/// (/proc/PID/schedstat): high when the daemons outnumber the cores.
+pub fn runqueue_seconds(pid: u32) -> f64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/schedstat")).unwrap_or_default();
+    s.split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0)
+        / 1e9
+}
+
 /// Peak resident memory (VmHWM) of a live process, in MB.
 pub fn peak_rss_mb(pid: u32) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();

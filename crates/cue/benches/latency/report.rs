@@ -6,12 +6,13 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use crate::cluster::Cluster;
-use crate::probe::{cpu_seconds, relay_metrics};
+use crate::probe::{cpu_seconds, relay_metrics, runqueue_seconds};
 
 /// Counters at the start of a phase.
 pub struct Snapshot {
     at: Instant,
     cpu: Vec<f64>,
+    waited: Vec<f64>,
     relay_cpu: f64,
     metrics: BTreeMap<String, f64>,
     log_lines: Vec<(usize, usize)>,
@@ -37,6 +38,7 @@ impl Snapshot {
         Snapshot {
             at: Instant::now(),
             cpu: c.pids().into_iter().map(cpu_seconds).collect(),
+            waited: c.pids().into_iter().map(runqueue_seconds).collect(),
             relay_cpu: cpu_seconds(c.relay_pid()),
             metrics: relay_metrics(&c.relay.addr),
             log_lines: (0..c.daemons.len()).map(|i| log_events(c, i)).collect(),
@@ -69,6 +71,13 @@ pub fn usage(c: &Cluster, before: &Snapshot, received: Option<&[usize]>) {
     row(
         &format!("CPU s ({wall:.0} s)"),
         cpu.iter().chain([&relay_cpu]).map(|s| format!("{s:.2}")),
+    );
+    row(
+        "waited for CPU s",
+        pids.iter().enumerate().map(|(i, p)| {
+            let w = runqueue_seconds(*p) - before.waited.get(i).copied().unwrap_or(0.0);
+            format!("{w:.2}")
+        }),
     );
     if let Some(received) = received {
         row(
