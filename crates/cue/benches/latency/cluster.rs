@@ -219,6 +219,8 @@ pub struct Cluster {
     pub code: String,
     pub roots: Vec<PathBuf>,
     pub notes: usize,
+    /// What the run is for ("2 peers", "join"), in kept log names.
+    label: String,
     log_level: String,
     keep_logs: Option<PathBuf>,
     pub tmp: tempfile::TempDir,
@@ -286,6 +288,7 @@ impl Cluster {
             code,
             roots: vec![root],
             notes,
+            label: label.replace(' ', "-"),
             log_level: knobs.log.clone(),
             keep_logs: knobs.keep_logs.clone(),
             tmp,
@@ -401,7 +404,7 @@ impl Drop for Cluster {
         self.daemons.clear();
         if let Some(dir) = &self.keep_logs {
             let _ = std::fs::create_dir_all(dir);
-            let tag = format!("{}n-{}p", self.notes, self.roots.len());
+            let tag = format!("{}-{}n-{}p", self.label, self.notes, self.roots.len());
             for i in 0..self.roots.len() {
                 let _ = std::fs::copy(self.log_path(i), dir.join(format!("{tag}-p{i}.log")));
             }
