@@ -65,6 +65,8 @@ pub enum SkipReason {
     NotUtf8,
     /// The file could not be read.
     Unreadable(String),
+    /// Its document refused the edit (over a limit); the file stays as it is.
+    Refused(String),
 }
 
 impl fmt::Display for SkipReason {
@@ -78,6 +80,7 @@ impl fmt::Display for SkipReason {
             SkipReason::BadName(e) => write!(f, "{e}"),
             SkipReason::NotUtf8 => f.write_str("not valid UTF-8 text; not synced"),
             SkipReason::Unreadable(e) => write!(f, "cannot read: {e}"),
+            SkipReason::Refused(e) => write!(f, "not recorded: {e}"),
         }
     }
 }

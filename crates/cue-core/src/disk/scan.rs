@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 
 use crate::store::{LocalFile, Store};
-use crate::workspace::{content_hash, NewFile, Recorded, Workspace};
+use crate::workspace::{content_hash, NewFile, Recorded, Workspace, WorkspaceError};
 use crate::SyncPath;
 
 use super::{DiskError, FileSystem, Listing, SkipReason, Skipped, RACY_NS};
@@ -186,10 +186,16 @@ pub fn scan<S: Store, F: FileSystem>(
             });
             continue;
         }
-        match ws.record_write(path, &text, *stat, opts.now_ms, rng)? {
-            Recorded::Created(_) => changes.created.push(path.to_string()),
-            Recorded::Edited(_) => changes.edited.push(path.to_string()),
-            Recorded::Unchanged => {}
+        match ws.record_write(path, &text, *stat, opts.now_ms, rng) {
+            Ok(Recorded::Created(_)) => changes.created.push(path.to_string()),
+            Ok(Recorded::Edited(_)) => changes.edited.push(path.to_string()),
+            Ok(Recorded::Unchanged) => {}
+            // Refused by its document (over a limit): the others go on.
+            Err(WorkspaceError::Doc(e)) => changes.skipped.push(Skipped {
+                path: path.to_string(),
+                reason: SkipReason::Refused(e.to_string()),
+            }),
+            Err(e) => return Err(e.into()),
         }
     }
     progress(total, total);
@@ -199,9 +205,14 @@ pub fn scan<S: Store, F: FileSystem>(
         .zip(ws.record_new(fresh, opts.now_ms, rng)?)
     {
         match recorded {
-            Recorded::Created(_) => changes.created.push(path),
-            Recorded::Edited(_) => changes.edited.push(path),
-            Recorded::Unchanged => {}
+            Ok(Recorded::Created(_)) => changes.created.push(path),
+            Ok(Recorded::Edited(_)) => changes.edited.push(path),
+            Ok(Recorded::Unchanged) => {}
+            // Refused by its document (over a limit): the others go on.
+            Err(e) => changes.skipped.push(Skipped {
+                path,
+                reason: SkipReason::Refused(e.to_string()),
+            }),
         }
     }
     for (path, _) in missing {

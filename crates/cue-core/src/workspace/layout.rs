@@ -23,9 +23,10 @@ use crate::{FileId, PathError, SyncPath};
 
 use super::Unplaced;
 
-/// The name two paths collide under on a file system that ignores case.
+/// The name two paths collide under on a file system that ignores case and
+/// normalises Unicode (macOS, Windows).
 pub(crate) fn collision_key(path: &SyncPath) -> String {
-    path.as_str().to_lowercase()
+    path.collision_key()
 }
 
 /// The group a conflict name belongs to: `docs/a.conflict-1a2b3c.md` (or the

@@ -1,6 +1,6 @@
 //! Disk to documents: recording what the user did to their files.
 
-use crate::doc::{Author, FileDoc};
+use crate::doc::{Author, DocError, FileDoc};
 use crate::store::{LocalFile, Store};
 use crate::{FileId, SyncPath};
 
@@ -69,17 +69,24 @@ impl<S: Store> Workspace<S> {
             self.dirty.insert(id);
             return Ok(Recorded::Unchanged);
         }
-        let disk_heads = match base_heads {
+        let recorded = match base_heads {
             Some(base) if doc.heads() != base && doc.has_all(&base) => {
-                let mut fork = doc.fork_at(&base, new_actor(rng))?;
-                fork.record(text, &author)?;
-                let heads = fork.heads();
-                doc.merge(&mut fork)?;
-                heads
+                doc.fork_at(&base, new_actor(rng)).and_then(|mut fork| {
+                    fork.record(text, &author)?;
+                    let heads = fork.heads();
+                    doc.merge(&mut fork)?;
+                    Ok(heads)
+                })
             }
-            _ => {
-                doc.record(text, &author)?;
-                doc.heads()
+            _ => doc.record(text, &author).map(|_| doc.heads()),
+        };
+        let disk_heads = match recorded {
+            Ok(heads) => heads,
+            Err(e) => {
+                // Whatever the failed edit left in memory is dropped: the
+                // document reloads as stored.
+                self.docs.forget(id);
+                return Err(e.into());
             }
         };
         self.docs.persist_file(id, path.as_str())?;
@@ -96,21 +103,26 @@ impl<S: Store> Workspace<S> {
 
     /// Records many files no record knows (an import, a burst of new notes):
     /// the same as [`Self::record_write`] for each, with their documents built
-    /// on every core. Returns what each became, in order.
+    /// on every core. Returns what each became, in order, or why the document
+    /// refused it (over a limit): one such file does not stop the others.
     pub fn record_new(
         &mut self,
         files: Vec<NewFile>,
         now_ms: i64,
         rng: &mut impl rand::Rng,
-    ) -> Result<Vec<Recorded>, WorkspaceError> {
-        let mut out = vec![Recorded::Unchanged; files.len()];
+    ) -> Result<Vec<Result<Recorded, DocError>>, WorkspaceError> {
+        let mut out: Vec<Result<Recorded, DocError>> =
+            files.iter().map(|_| Ok(Recorded::Unchanged)).collect();
         let mut fresh = Vec::new();
         for (i, f) in files.into_iter().enumerate() {
             let hash = content_hash(f.text.as_bytes());
             if self.local_by_path(f.path.as_str()).is_some()
                 || self.adoptable(&f.path, hash)?.is_some()
             {
-                out[i] = self.record_write(&f.path, &f.text, f.stat, now_ms, rng)?;
+                out[i] = match self.record_write(&f.path, &f.text, f.stat, now_ms, rng) {
+                    Err(WorkspaceError::Doc(e)) => Err(e),
+                    other => Ok(other?),
+                };
             } else {
                 fresh.push((i, FileId::random(rng), hash, f));
             }
@@ -124,7 +136,7 @@ impl<S: Store> Workspace<S> {
         let build =
             |(id, f): (FileId, &NewFile)| FileDoc::create(actor.clone(), id, &f.text, &author);
         let jobs: Vec<(FileId, &NewFile)> = fresh.iter().map(|(_, id, _, f)| (*id, f)).collect();
-        let built: Vec<Result<FileDoc, crate::doc::DocError>> = if jobs.len() < PARALLEL_MIN {
+        let built: Vec<Result<FileDoc, DocError>> = if jobs.len() < PARALLEL_MIN {
             jobs.into_iter().map(build).collect()
         } else {
             let threads = std::thread::available_parallelism()
@@ -143,7 +155,7 @@ impl<S: Store> Workspace<S> {
                     .into_iter()
                     .flat_map(|h| {
                         h.join().unwrap_or_else(|_| {
-                            vec![Err(crate::doc::DocError::Refused(
+                            vec![Err(DocError::Refused(
                                 "building a document panicked".into(),
                             ))]
                         })
@@ -152,8 +164,14 @@ impl<S: Store> Workspace<S> {
             })
         };
         for ((i, id, hash, f), doc) in fresh.into_iter().zip(built) {
-            self.add_file(id, doc?, &f.path, hash, f.stat, now_ms)?;
-            out[i] = Recorded::Created(id);
+            out[i] = match doc {
+                Ok(doc) => match self.add_file(id, doc, &f.path, hash, f.stat, now_ms) {
+                    Ok(()) => Ok(Recorded::Created(id)),
+                    Err(WorkspaceError::Doc(e)) => Err(e),
+                    Err(e) => return Err(e),
+                },
+                Err(e) => Err(e),
+            };
         }
         Ok(out)
     }

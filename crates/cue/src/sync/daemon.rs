@@ -278,9 +278,42 @@ fn catch_up(session: &mut Session, verbose: bool) -> Result<()> {
     Ok(())
 }
 
+/// Joins the disk changes waiting in `rx` to `change`; the first other
+/// event met is kept in `next`.
+fn coalesce(
+    mut change: DiskChange,
+    rx: &mpsc::Receiver<Event>,
+    next: &mut Option<Event>,
+) -> DiskChange {
+    while let Ok(event) = rx.try_recv() {
+        match (event, &mut change) {
+            (Event::Disk(DiskChange::Paths(more)), DiskChange::Paths(paths)) => paths.extend(more),
+            (Event::Disk(_), _) => change = DiskChange::Everything,
+            (other, _) => {
+                *next = Some(other);
+                break;
+            }
+        }
+    }
+    change
+}
+
 impl Daemon {
     fn event_loop(&mut self, rx: &mpsc::Receiver<Event>, mode: &Mode) -> Result<()> {
-        while let Ok(event) = rx.recv() {
+        let mut next = None;
+        loop {
+            let event = match next.take() {
+                Some(e) => e,
+                None => match rx.recv() {
+                    Ok(e) => e,
+                    Err(_) => break,
+                },
+            };
+            // Disk changes queued behind one another are one scan.
+            let event = match event {
+                Event::Disk(change) => Event::Disk(coalesce(change, rx, &mut next)),
+                other => other,
+            };
             let _lock = WriteLock::acquire(&self.session.layout.sync_dir())?;
             match self.handle(event, mode) {
                 Ok(Flow::Continue) => {}
@@ -395,6 +428,10 @@ impl Daemon {
             return Ok(());
         }
         let out = self.engine.local_changes(&mut self.session.ws)?;
+        self.send(out.frames);
+        // A save that raced a received change (its write was refused to keep
+        // the user's bytes) is merged now: write the result at once.
+        self.write_received()?;
         if self.verbose {
             let names: Vec<&str> = changes
                 .created
@@ -405,7 +442,6 @@ impl Daemon {
                 .collect();
             print_line(&format!("Sent: {}", names.join(", ")));
         }
-        self.send(out.frames);
         Ok(())
     }
 

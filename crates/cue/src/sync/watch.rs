@@ -57,6 +57,8 @@ pub fn start(
     let sync_dir = layout.sync_dir();
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
         match res {
+            // Reads (an editor opening a file, our own hashing) change nothing.
+            Ok(ev) if matches!(ev.kind, notify::EventKind::Access(_)) => {}
             Ok(ev) => {
                 for p in ev.paths {
                     if relevant(&p, &sync_dir) && raw_tx.try_send(p).is_err() {
