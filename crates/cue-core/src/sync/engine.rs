@@ -565,8 +565,9 @@ impl SyncEngine {
                         docs.push(doc);
                     }
                 }
-                // Files first, so a peer that merges the index holds the files it names.
-                docs.sort_by_key(|k| *k == DocKey::Index);
+                // The index first: each file placed as soon as it arrives is
+                // written while its rendering is at hand.
+                docs.sort_by_key(|k| *k != DocKey::Index);
                 for doc in docs {
                     let ours = ws.doc_heads().get(&doc).map(|i| heads_hash(&i.heads));
                     if ours.is_some() && !theirs.contains_key(&doc) {
@@ -805,11 +806,20 @@ impl SyncEngine {
             .filter(|(k, i)| self.known.get(k) != Some(&i.heads))
             .map(|(k, i)| (*k, i.heads.clone()))
             .collect();
-        // Files first, so a peer that merges the index already holds the files it names.
-        changed.sort_by_key(|(k, _)| *k == DocKey::Index);
+        // The index first: each file placed as soon as it arrives is written
+        // while its rendering is at hand (a file the index names before its
+        // document arrives waits for it).
+        changed.sort_by_key(|(k, _)| *k != DocKey::Index);
         for (doc, heads) in changed {
             let deps = self.known.get(&doc).cloned().unwrap_or_default();
-            let bytes = ws.changes_after(doc, &deps)?;
+            // A document no peer has seen from us goes as stored (the
+            // document format): it loads several times faster than the same
+            // changes one by one, and costs no encoding here.
+            let bytes = if deps.is_empty() {
+                ws.saved_doc(doc)?.unwrap_or_default()
+            } else {
+                ws.changes_after(doc, &deps)?
+            };
             let id = self.next_change;
             self.next_change += 1;
             self.unacked.insert(doc, (id, heads.clone()));

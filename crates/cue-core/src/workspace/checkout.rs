@@ -40,6 +40,9 @@ pub struct Plan {
     pub unplaced: Vec<Unplaced>,
 }
 
+/// Renderings of received files kept for a later plan, at most.
+const RENDERED_MAX: usize = 1024;
+
 struct PendingWrite {
     id: FileId,
     path: SyncPath,
@@ -147,7 +150,10 @@ impl<S: Store> Workspace<S> {
                 heads: w.heads,
             });
         }
-        self.rendered.clear();
+        // Renderings not used yet (a file not placed yet) wait, within a bound.
+        if self.rendered.len() > RENDERED_MAX {
+            self.rendered.clear();
+        }
         // A file with an operation still pending stays marked.
         let pending: std::collections::HashSet<FileId> = ops.iter().map(op_file).collect();
         for id in clean {

@@ -67,6 +67,8 @@ const TICK: Duration = Duration::from_millis(250);
 /// A full scan this often, as a safety net: the watcher reports the paths
 /// that changed, and a lost event makes it ask for a full scan itself.
 const RESCAN: Duration = Duration::from_secs(300);
+/// Paths recorded and sent together when many change at once.
+const SCAN_SLICE: usize = 256;
 /// How soon a write of received changes that failed is tried again.
 const RETRY_WRITES: Duration = Duration::from_secs(2);
 
@@ -341,7 +343,16 @@ impl Daemon {
     fn handle(&mut self, event: Event, mode: &Mode) -> Result<Flow> {
         self.reload_if_needed()?;
         match event {
-            Event::Disk(DiskChange::Paths(paths)) => self.on_disk(Scope::Under(&paths))?,
+            Event::Disk(DiskChange::Paths(mut paths)) => {
+                // Many files at once go in slices, each recorded, committed
+                // and sent before the next: the first arrive while the rest
+                // are still being recorded. (A rename split across two
+                // slices is recorded as a delete and a create: no bytes lost.)
+                paths.sort_unstable();
+                for slice in paths.chunks(SCAN_SLICE) {
+                    self.on_disk(Scope::Under(slice))?;
+                }
+            }
             Event::Disk(DiskChange::Everything) => self.on_disk(Scope::All)?,
             Event::Frame(bytes) => self.on_frame(&bytes, mode)?,
             Event::Connected => {
