@@ -18,6 +18,7 @@ pub mod frontmatter;
 pub mod guard;
 pub mod ids;
 pub mod limits;
+mod parallel;
 pub mod path;
 pub mod store;
 pub mod sync;

@@ -16,10 +16,6 @@ pub struct ImportReport {
     pub unplaced: usize,
 }
 
-/// Below this many new documents, validating them on one thread is cheaper
-/// than starting another.
-const PARALLEL_MIN: usize = 8;
-
 impl<S: Store> Workspace<S> {
     /// Makes a new peer of an existing workspace from a bundle.
     pub fn clone_from_bundle(
@@ -157,37 +153,18 @@ impl<S: Store> Workspace<S> {
             self.docs.persist_file(*id, &path)?;
         }
         let actor = self.actor.clone();
-        let load = |bytes: &Vec<u8>| FileDoc::load_untrusted(bytes, actor.clone());
-        let loaded: Vec<Result<FileDoc, DocError>> = if fresh.len() < PARALLEL_MIN {
-            fresh.iter().map(|(_, b)| load(b)).collect()
-        } else {
-            let threads = std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1)
-                .clamp(1, 8);
-            let per = fresh.len().div_ceil(threads);
-            std::thread::scope(|scope| {
-                let handles: Vec<_> = fresh
-                    .chunks(per)
-                    .map(|chunk| {
-                        scope.spawn(|| chunk.iter().map(|(_, b)| load(b)).collect::<Vec<_>>())
-                    })
-                    .collect();
-                handles
-                    .into_iter()
-                    .flat_map(|h| {
-                        h.join().unwrap_or_else(|_| {
-                            vec![Err(DocError::Refused("loading a document panicked".into()))]
-                        })
-                    })
-                    .collect()
-            })
-        };
-        for ((id, bytes), doc) in fresh.into_iter().zip(loaded) {
-            let mut doc = doc?;
-            let path = self.index_path(id);
-            self.docs.stage_received(id, &mut doc, bytes.clone(), &path);
-            report.docs_changed += 1;
+        let load = |(_, bytes): &(FileId, &Vec<u8>)| FileDoc::load_untrusted(bytes, actor.clone());
+        let panicked = || Err(DocError::Refused("loading a document panicked".into()));
+        // In rounds, so that only one round's documents are in memory.
+        for round in fresh.chunks(crate::parallel::round()) {
+            let loaded = crate::parallel::map(round, load, panicked);
+            for ((id, bytes), doc) in round.iter().zip(loaded) {
+                let mut doc = doc?;
+                let path = self.index_path(*id);
+                self.docs
+                    .stage_received(*id, &mut doc, (*bytes).clone(), &path);
+                report.docs_changed += 1;
+            }
         }
         Ok(report)
     }

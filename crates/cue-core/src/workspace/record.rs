@@ -14,10 +14,6 @@ pub struct NewFile {
     pub stat: Stat,
 }
 
-/// Below this many new files, building their documents on one thread is
-/// cheaper than starting another.
-const PARALLEL_MIN: usize = 8;
-
 impl<S: Store> Workspace<S> {
     /// Records that the user's file at `path` now holds `text`: a new file, an
     /// edit of a tracked one, or (same hash) nothing at all.
@@ -133,45 +129,23 @@ impl<S: Store> Workspace<S> {
             now_ms,
         };
         let actor = self.actor.clone();
-        let build =
-            |(id, f): (FileId, &NewFile)| FileDoc::create(actor.clone(), id, &f.text, &author);
-        let jobs: Vec<(FileId, &NewFile)> = fresh.iter().map(|(_, id, _, f)| (*id, f)).collect();
-        let built: Vec<Result<FileDoc, DocError>> = if jobs.len() < PARALLEL_MIN {
-            jobs.into_iter().map(build).collect()
-        } else {
-            let threads = std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1)
-                .clamp(1, 8);
-            let per = jobs.len().div_ceil(threads);
-            std::thread::scope(|scope| {
-                let handles: Vec<_> = jobs
-                    .chunks(per)
-                    .map(|chunk| {
-                        scope.spawn(|| chunk.iter().map(|j| build(*j)).collect::<Vec<_>>())
-                    })
-                    .collect();
-                handles
-                    .into_iter()
-                    .flat_map(|h| {
-                        h.join().unwrap_or_else(|_| {
-                            vec![Err(DocError::Refused(
-                                "building a document panicked".into(),
-                            ))]
-                        })
-                    })
-                    .collect()
-            })
+        let build = |(_, id, _, f): &(usize, FileId, [u8; 32], NewFile)| {
+            FileDoc::create(actor.clone(), *id, &f.text, &author)
         };
-        for ((i, id, hash, f), doc) in fresh.into_iter().zip(built) {
-            out[i] = match doc {
-                Ok(doc) => match self.add_file(id, doc, &f.path, hash, f.stat, now_ms) {
-                    Ok(()) => Ok(Recorded::Created(id)),
-                    Err(WorkspaceError::Doc(e)) => Err(e),
-                    Err(e) => return Err(e),
-                },
-                Err(e) => Err(e),
-            };
+        let panicked = || Err(DocError::Refused("building a document panicked".into()));
+        // In rounds, so that only one round's documents are in memory.
+        for round in fresh.chunks(crate::parallel::round()) {
+            let built = crate::parallel::map(round, build, panicked);
+            for ((i, id, hash, f), doc) in round.iter().zip(built) {
+                out[*i] = match doc {
+                    Ok(doc) => match self.add_file(*id, doc, &f.path, *hash, f.stat, now_ms) {
+                        Ok(()) => Ok(Recorded::Created(*id)),
+                        Err(WorkspaceError::Doc(e)) => Err(e),
+                        Err(e) => return Err(e),
+                    },
+                    Err(e) => Err(e),
+                };
+            }
         }
         Ok(out)
     }

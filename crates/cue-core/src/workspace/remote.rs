@@ -8,10 +8,6 @@ use crate::FileId;
 
 use super::{Workspace, WorkspaceError};
 
-/// New documents loaded per thread at a time by [`Workspace::merge_many`]:
-/// enough to keep every core busy, few enough that memory stays small.
-const LOAD_GROUP: usize = 32;
-
 impl<S: Store> Workspace<S> {
     /// The changes of `key` after `heads`: the body of a broadcast edit.
     pub fn changes_after(
@@ -89,36 +85,21 @@ impl<S: Store> Workspace<S> {
                 _ => results[i] = Some(self.merge_changes(key, &bytes)),
             }
         }
-        let threads = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-            .clamp(1, 8);
         let actor = self.actor.clone();
-        for group in fresh.chunks(LOAD_GROUP * threads) {
-            let load = |(_, _, bytes): &(usize, FileId, Vec<u8>)| -> Result<(FileDoc, Option<String>), DocError> {
-                let doc = FileDoc::load_untrusted(bytes, actor.clone())?;
-                let rendered = if doc.is_ready() { Some(doc.render()?) } else { None };
-                Ok((doc, rendered))
-            };
-            let loaded: Vec<Result<(FileDoc, Option<String>), DocError>> = if group.len() < 4 {
-                group.iter().map(load).collect()
+        type Loaded = Result<(FileDoc, Option<String>), DocError>;
+        let load = |(_, _, bytes): &(usize, FileId, Vec<u8>)| -> Loaded {
+            let doc = FileDoc::load_untrusted(bytes, actor.clone())?;
+            let rendered = if doc.is_ready() {
+                Some(doc.render()?)
             } else {
-                let per = group.len().div_ceil(threads);
-                std::thread::scope(|scope| {
-                    let handles: Vec<_> = group
-                        .chunks(per)
-                        .map(|chunk| scope.spawn(|| chunk.iter().map(load).collect::<Vec<_>>()))
-                        .collect();
-                    handles
-                        .into_iter()
-                        .flat_map(|h| {
-                            h.join().unwrap_or_else(|_| {
-                                vec![Err(DocError::Refused("loading a document panicked".into()))]
-                            })
-                        })
-                        .collect()
-                })
+                None
             };
+            Ok((doc, rendered))
+        };
+        let panicked = || Err(DocError::Refused("loading a document panicked".into()));
+        // In rounds, so that only one round's documents are in memory.
+        for group in fresh.chunks(crate::parallel::round()) {
+            let loaded = crate::parallel::map(group, load, panicked);
             for ((i, id, bytes), result) in group.iter().zip(loaded) {
                 results[*i] = Some(match result {
                     Err(e) => Err(e.into()),
