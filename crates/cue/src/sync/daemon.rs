@@ -475,7 +475,7 @@ impl Daemon {
         if peers != before {
             self.say(&format!("{peers} other peer(s) online."));
         }
-        if out.changed && matches!(mode, Mode::Watch) {
+        if out.changed {
             self.write_received()?;
         }
         self.send(out.frames);

@@ -377,7 +377,7 @@ pub fn clone_from_code(
     config::set_workspace_name(&s.layout.config_path(), &name)?;
     let applied = s.checkout("writing")?;
     println!(
-        "Cloned workspace {:?} into {}: {} files. Run `cue watch --sync` there to keep it in sync.",
+        "Cloned workspace {:?} into {}: {} files. Run `cue sync start` there to keep it in sync (or `cue watch --sync` in the foreground).",
         name,
         root.display(),
         applied.written.len()
