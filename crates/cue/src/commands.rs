@@ -7,9 +7,9 @@ use anyhow::{Context, Result};
 use cue_core::disk::{FileSystem, Scope};
 use cue_core::frontmatter::{self, FmValue};
 use cue_core::{SyncPath, Workspace};
-use rand::RngExt;
 use jiff::tz::TimeZone;
 use jiff::Timestamp;
+use rand::RngExt;
 use serde_json::json;
 
 use crate::config::{self, Config};
@@ -561,7 +561,10 @@ mod tests {
     fn since_takes_an_rfc3339_time() {
         let now = at("2026-03-10T12:00:00Z");
         let start = |s: &str| since_seconds(s, now).unwrap_or_else(|e| panic!("{s}: {e}"));
-        assert_eq!(start("2026-01-31T09:00:00Z"), at("2026-01-31T09:00:00Z").as_second());
+        assert_eq!(
+            start("2026-01-31T09:00:00Z"),
+            at("2026-01-31T09:00:00Z").as_second()
+        );
         assert_eq!(
             start("2026-01-31T10:00:00+01:00"),
             at("2026-01-31T09:00:00Z").as_second()
@@ -576,7 +579,10 @@ mod tests {
             Err(e) => e.to_string(),
         };
         let bare = refused("5");
-        assert!(bare.contains("needs a unit") && bare.contains("5h"), "{bare}");
+        assert!(
+            bare.contains("needs a unit") && bare.contains("5h"),
+            "{bare}"
+        );
         for s in ["", "d", "1x", "yesterday", "2026-01-31", "-1d"] {
             let msg = refused(s);
             assert!(msg.starts_with("--since"), "{s:?}: {msg}");

@@ -119,8 +119,7 @@ impl SqliteStore {
     /// 0600: SQLite gives its `-wal` and `-shm` files the database's mode.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         if let Some(dir) = path.parent() {
-            secure_sync_dir(dir)
-                .map_err(io("make private", dir))?;
+            secure_sync_dir(dir).map_err(io("make private", dir))?;
         }
         private_file()
             .write(true)
@@ -135,7 +134,8 @@ impl SqliteStore {
             .map_err(db("setting up state.db"))?;
         conn.busy_timeout(std::time::Duration::from_secs(10))
             .map_err(db("setting up state.db"))?;
-        conn.execute_batch(SCHEMA).map_err(db("setting up state.db"))?;
+        conn.execute_batch(SCHEMA)
+            .map_err(db("setting up state.db"))?;
         migrate(&conn)?;
         // The baseline is taken now, so that a commit by another process at
         // any time after this open is noticed by `changed_by_others`.
@@ -167,7 +167,9 @@ impl SqliteStore {
     /// A crash before the end loses the whole import, never part of a batch.
     pub fn begin_bulk(&mut self) -> Result<(), StoreError> {
         if !self.bulk {
-            self.conn.execute_batch("BEGIN IMMEDIATE").map_err(db("starting a bulk import"))?;
+            self.conn
+                .execute_batch("BEGIN IMMEDIATE")
+                .map_err(db("starting a bulk import"))?;
             self.bulk = true;
         }
         Ok(())
@@ -176,7 +178,9 @@ impl SqliteStore {
     /// Commits everything since [`SqliteStore::begin_bulk`].
     pub fn end_bulk(&mut self) -> Result<(), StoreError> {
         if self.bulk {
-            self.conn.execute_batch("COMMIT").map_err(db("committing a bulk import"))?;
+            self.conn
+                .execute_batch("COMMIT")
+                .map_err(db("committing a bulk import"))?;
             self.bulk = false;
         }
         Ok(())
@@ -185,7 +189,9 @@ impl SqliteStore {
 
 /// Brings a state written by an older `cue` up to this schema.
 fn migrate(conn: &Connection) -> Result<(), StoreError> {
-    let mut stmt = conn.prepare("PRAGMA table_info(docs)").map_err(db("upgrading its schema"))?;
+    let mut stmt = conn
+        .prepare("PRAGMA table_info(docs)")
+        .map_err(db("upgrading its schema"))?;
     let columns: Vec<String> = stmt
         .query_map([], |r| r.get::<_, String>(1))
         .map_err(db("upgrading its schema"))?
@@ -222,7 +228,10 @@ impl Store for SqliteStore {
         let rows = stmt
             .query_map([&key], |r| r.get::<_, Vec<u8>>(0))
             .map_err(db("loading a document"))?;
-        Ok(Some(rows.collect::<Result<Vec<_>, _>>().map_err(db("loading a document"))?))
+        Ok(Some(
+            rows.collect::<Result<Vec<_>, _>>()
+                .map_err(db("loading a document"))?,
+        ))
     }
 
     fn docs(&mut self) -> Result<BTreeMap<DocKey, DocInfo>, StoreError> {
@@ -243,7 +252,8 @@ impl Store for SqliteStore {
             .map_err(db("listing documents"))?;
         let mut out = BTreeMap::new();
         for row in rows {
-            let (key, heads, chunks, snapshot_bytes, chunk_bytes) = row.map_err(db("listing documents"))?;
+            let (key, heads, chunks, snapshot_bytes, chunk_bytes) =
+                row.map_err(db("listing documents"))?;
             if let Some(k) = DocKey::parse(&key) {
                 out.insert(
                     k,
@@ -278,7 +288,8 @@ impl Store for SqliteStore {
             .map_err(db("reading the recorded files"))?;
         let mut out = BTreeMap::new();
         for row in rows {
-            let (id, path, hash, size, mtime_ns, heads) = row.map_err(db("reading the recorded files"))?;
+            let (id, path, hash, size, mtime_ns, heads) =
+                row.map_err(db("reading the recorded files"))?;
             let (Some(id), Ok(hash)) = (FileId::parse(&id), <[u8; 32]>::try_from(hash.as_slice()))
             else {
                 continue;
@@ -323,7 +334,8 @@ impl Store for SqliteStore {
             .map_err(db("reading the activity log"))?;
         let mut out = Vec::new();
         for row in rows {
-            let (change, time_s, actor, file, path, action) = row.map_err(db("reading the activity log"))?;
+            let (change, time_s, actor, file, path, action) =
+                row.map_err(db("reading the activity log"))?;
             let Ok(change) = ChangeHash::try_from(change.as_slice()) else {
                 continue;
             };
@@ -344,14 +356,18 @@ impl Store for SqliteStore {
             return Ok(());
         }
         if self.bulk {
-            self.conn.execute_batch("SAVEPOINT batch").map_err(db("committing a change"))?;
+            self.conn
+                .execute_batch("SAVEPOINT batch")
+                .map_err(db("committing a change"))?;
             let result = apply_ops(&self.conn, batch);
             let end = if result.is_ok() {
                 "RELEASE batch"
             } else {
                 "ROLLBACK TO batch; RELEASE batch"
             };
-            self.conn.execute_batch(end).map_err(db("committing a change"))?;
+            self.conn
+                .execute_batch(end)
+                .map_err(db("committing a change"))?;
             return result;
         }
         let tx = self.conn.transaction().map_err(db("committing a change"))?;

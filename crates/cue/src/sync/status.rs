@@ -54,7 +54,9 @@ pub enum Running {
     No,
     /// The lock is held. `pid` is `None` for the instant between a new
     /// daemon taking the lock and writing its pid.
-    Yes { pid: Option<u32> },
+    Yes {
+        pid: Option<u32>,
+    },
 }
 
 /// How long a starting daemon keeps trying a lock that is held. Other
