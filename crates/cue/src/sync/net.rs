@@ -399,3 +399,80 @@ async fn host_embedded_relay() -> bool {
     });
     true
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cue_wire::{Frame, RoomId};
+
+    /// The engine blocks on a full outgoing queue while it handles an event,
+    /// so the connection must keep sending while the event queue is full:
+    /// here nobody reads the events until every frame has left.
+    #[test]
+    fn frames_keep_leaving_while_the_engine_is_behind() {
+        const FRAMES: usize = 20;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            let addr = listener.local_addr().expect("addr");
+            let me = PeerId([7; 16]);
+            let room = RoomId([1; 32]);
+            // The relay's side: sends FRAMES frames, then reads FRAMES.
+            let relay = tokio::spawn(async move {
+                let (tcp, _) = listener.accept().await.expect("accept");
+                let mut ws = tokio_tungstenite::accept_async(tcp).await.expect("upgrade");
+                for i in 0..FRAMES {
+                    let frame = Frame::broadcast(room, PeerId([9; 16]), vec![i as u8]);
+                    ws.send(Message::binary(frame.encode()))
+                        .await
+                        .expect("send");
+                }
+                let mut got = 0;
+                while got < FRAMES {
+                    match ws.next().await {
+                        Some(Ok(Message::Binary(_))) => got += 1,
+                        Some(Ok(_)) => {}
+                        other => panic!("relay side ended after {got} frames: {other:?}"),
+                    }
+                }
+                ws
+            });
+            let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}"))
+                .await
+                .expect("connect");
+            let (events_tx, mut events_rx) = tmpsc::channel(1);
+            let (out_tx, mut out_rx) = tmpsc::channel(1);
+            let shutdown = CancellationToken::new();
+            let pumping = {
+                let shutdown = shutdown.clone();
+                tokio::spawn(async move { pump(ws, me, &events_tx, &mut out_rx, &shutdown).await })
+            };
+            let all_sent = async {
+                for i in 0..FRAMES {
+                    let frame = Frame::broadcast(room, me, vec![i as u8]);
+                    out_tx.send(frame.encode()).await.expect("queue a frame");
+                }
+                relay.await.expect("relay side")
+            };
+            let _relay_ws = tokio::time::timeout(Duration::from_secs(10), all_sent)
+                .await
+                .expect("every frame left while the event queue was full");
+            let mut received = 0;
+            while received < FRAMES {
+                match events_rx.recv().await {
+                    Some(Event::Frame(_)) => received += 1,
+                    Some(other) => panic!("unexpected event {other:?}"),
+                    None => panic!("the pump ended after {received} frames"),
+                }
+            }
+            shutdown.cancel();
+            let ended = pumping.await.expect("pump");
+            assert!(matches!(ended, Ended::Shutdown));
+        });
+    }
+}
