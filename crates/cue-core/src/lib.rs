@@ -8,6 +8,7 @@
 //! arguments and storage sits behind the [`store::Store`] trait, so the same code
 //! runs in the `cue` binary and in a seeded, deterministic simulation.
 
+#![forbid(unsafe_code)]
 #![deny(clippy::unwrap_used)]
 
 pub mod bundle;

@@ -6,6 +6,7 @@
 //! anything derived from it is written to the user's files or sent to a peer.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 use crate::doc::ChangeHash;
 use crate::FileId;
@@ -118,10 +119,29 @@ impl Batch {
     }
 }
 
-/// A storage failure, with the underlying cause as text a person can act on.
+/// Why the peer's durable state could not be read or written. The variant
+/// tells a person where to look: the file system (space, permissions) or the
+/// database itself. The cause is kept as the error's source, so `{:#}` prints
+/// it once, after what was being done.
 #[derive(Debug, thiserror::Error)]
-#[error("local state storage failed: {0}")]
-pub struct StoreError(pub String);
+pub enum StoreError {
+    /// A file or folder of the state could not be created, opened or locked.
+    #[error("cannot {action} {}", path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The database refused a read or a write (a full disk, a damaged or
+    /// read-only database file). Boxed: this crate names no database.
+    #[error("the local sync state database failed while {action}")]
+    Database {
+        action: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
 
 /// A peer's durable state.
 pub trait Store {

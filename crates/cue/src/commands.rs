@@ -7,6 +7,8 @@ use anyhow::{Context, Result};
 use cue_core::disk::{FileSystem, Scope};
 use cue_core::frontmatter::{self, FmValue};
 use cue_core::{SyncPath, Workspace};
+use jiff::tz::TimeZone;
+use jiff::Timestamp;
 use rand::RngExt;
 use serde_json::json;
 
@@ -144,18 +146,7 @@ pub fn card_new(
             break (id, path);
         }
     };
-    let mut u: [u8; 16] = rng.random();
-    u[6] = (u[6] & 0x0f) | 0x40;
-    u[8] = (u[8] & 0x3f) | 0x80;
-    let h = hex::encode(u);
-    let uuid = format!(
-        "{}-{}-{}-{}-{}",
-        &h[..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..]
-    );
+    let uuid = uuid::Uuid::new_v4().to_string();
     let fields = vec![
         ("id".to_string(), FmValue::Str(id.clone())),
         ("uuid".into(), FmValue::Str(uuid)),
@@ -353,49 +344,51 @@ pub fn clone(cwd: &Path, source: &Path, dir: &Path, member: Option<String>) -> R
     Ok(())
 }
 
-/// Parses `30m`, `12h`, `1d`, `2w` into seconds.
-fn parse_since(s: &str) -> Result<i64> {
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: i64 = num.parse().map_err(|_| {
+/// The start of `--since`, in seconds since the Unix epoch: a span back from
+/// `now` (`30m`, `2h`, `1d`, `1w`, or jiff's longer forms like `1 day`), or
+/// an RFC 3339 time (`2026-01-31T09:00:00Z`). A bare number is refused: `5`
+/// could mean minutes, hours or days, and a wrong guess hides activity.
+fn since_seconds(s: &str, now: Timestamp) -> Result<i64, UsageError> {
+    let s = s.trim();
+    if let Ok(at) = s.parse::<Timestamp>() {
+        return Ok(at.as_second());
+    }
+    if !s.is_empty() && s.chars().all(|c| c.is_ascii_digit()) {
+        return Err(UsageError(format!(
+            "--since {s:?}: a number needs a unit: {s}m, {s}h, {s}d or {s}w"
+        )));
+    }
+    let span: jiff::Span = s.parse().map_err(|_| {
         UsageError(format!(
-            "--since {s:?}: expected a number and a unit, like 1d or 12h"
+            "--since {s:?}: expected how long ago (30m, 2h, 1d, 1w) or a time like 2026-01-31T09:00:00Z"
         ))
     })?;
-    let mult = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" | "" => 3600,
-        "d" => 86_400,
-        "w" => 604_800,
-        _ => return Err(UsageError(format!("--since {s:?}: unit must be s, m, h, d or w")).into()),
-    };
-    Ok(n.saturating_mul(mult))
+    if span.is_negative() {
+        return Err(UsageError(format!(
+            "--since {s:?}: give how long ago without a sign, like 1d"
+        )));
+    }
+    // In UTC, so that a day is 24 hours and a month a calendar month.
+    let start = now
+        .to_zoned_datetime(TimeZone::UTC)
+        .checked_sub(span)
+        .map_err(|e| UsageError(format!("--since {s:?}: {e}")))?;
+    Ok(start.timestamp().as_second())
 }
 
+/// A time for people and scripts alike: UTC, to the second.
 fn format_time(time_s: i64) -> String {
-    // UTC, without a date library: civil-from-days (Howard Hinnant's algorithm).
-    let days = time_s.div_euclid(86_400);
-    let secs = time_s.rem_euclid(86_400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}Z",
-        secs / 3600,
-        secs % 3600 / 60,
-        secs % 60
-    )
+    match Timestamp::from_second(time_s) {
+        Ok(t) => t.strftime("%Y-%m-%d %H:%M:%SZ").to_string(),
+        // Out of jiff's range (years beyond ±9999): only a damaged or
+        // hostile record says so; show the raw number rather than fail.
+        Err(_) => format!("{time_s}s after 1970-01-01"),
+    }
 }
 
 pub fn activity(cwd: &Path, since: Option<&str>, json: bool) -> Result<()> {
     let since_s = match since {
-        Some(s) => disk::now_ms() / 1000 - parse_since(s)?,
+        Some(s) => since_seconds(s, Timestamp::now())?,
         None => 0,
     };
     let mut s = open(cwd)?;
@@ -412,9 +405,7 @@ pub fn activity(cwd: &Path, since: Option<&str>, json: bool) -> Result<()> {
     if rows.is_empty() {
         println!(
             "No activity{}.",
-            since
-                .map(|s| format!(" in the last {s}"))
-                .unwrap_or_default()
+            since.map(|s| format!(" since {s}")).unwrap_or_default()
         );
     }
     for r in rows {
@@ -547,6 +538,67 @@ pub fn status(cwd: &Path, json: bool) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn at(rfc3339: &str) -> Timestamp {
+        rfc3339.parse().unwrap_or_else(|e| panic!("{rfc3339}: {e}"))
+    }
+
+    #[test]
+    fn since_takes_a_span_back_from_now() {
+        let now = at("2026-03-10T12:00:00Z");
+        let back = |s: &str| {
+            now.as_second() - since_seconds(s, now).unwrap_or_else(|e| panic!("{s}: {e}"))
+        };
+        assert_eq!(back("30m"), 30 * 60);
+        assert_eq!(back("2h"), 2 * 3600);
+        assert_eq!(back("1d"), 86_400);
+        assert_eq!(back("1w"), 7 * 86_400);
+        assert_eq!(back(" 1d "), 86_400);
+        assert_eq!(back("1 day"), 86_400);
+    }
+
+    #[test]
+    fn since_takes_an_rfc3339_time() {
+        let now = at("2026-03-10T12:00:00Z");
+        let start = |s: &str| since_seconds(s, now).unwrap_or_else(|e| panic!("{s}: {e}"));
+        assert_eq!(
+            start("2026-01-31T09:00:00Z"),
+            at("2026-01-31T09:00:00Z").as_second()
+        );
+        assert_eq!(
+            start("2026-01-31T10:00:00+01:00"),
+            at("2026-01-31T09:00:00Z").as_second()
+        );
+    }
+
+    #[test]
+    fn since_refuses_what_it_would_have_to_guess() {
+        let now = at("2026-03-10T12:00:00Z");
+        let refused = |s: &str| match since_seconds(s, now) {
+            Ok(v) => panic!("{s:?} was taken as {v}"),
+            Err(e) => e.to_string(),
+        };
+        let bare = refused("5");
+        assert!(
+            bare.contains("needs a unit") && bare.contains("5h"),
+            "{bare}"
+        );
+        for s in ["", "d", "1x", "yesterday", "2026-01-31", "-1d"] {
+            let msg = refused(s);
+            assert!(msg.starts_with("--since"), "{s:?}: {msg}");
+        }
+    }
+
+    #[test]
+    fn times_are_shown_in_utc_to_the_second() {
+        assert_eq!(format_time(0), "1970-01-01 00:00:00Z");
+        assert_eq!(
+            format_time(at("2026-02-28T23:59:59Z").as_second()),
+            "2026-02-28 23:59:59Z"
+        );
+        assert_eq!(format_time(-86_400), "1969-12-31 00:00:00Z");
+        assert!(format_time(i64::MAX).contains(&i64::MAX.to_string()));
+    }
     use crate::session::Session;
     use cue_core::workspace::DiskOp;
 

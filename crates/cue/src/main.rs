@@ -225,7 +225,7 @@ enum CardCommand {
 enum ActivityCommand {
     /// The activity log, oldest first.
     Log {
-        /// How far back: 30m, 12h, 1d, 2w (default: everything).
+        /// How far back: 30m, 12h, 1d, 2w, or a time like 2026-01-31T09:00:00Z (default: everything).
         #[arg(long)]
         since: Option<String>,
         /// Print JSON lines.

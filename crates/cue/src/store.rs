@@ -25,8 +25,21 @@ pub struct SqliteStore {
     data_version: i64,
 }
 
-fn err(e: impl std::fmt::Display) -> StoreError {
-    StoreError(e.to_string())
+/// Wraps a database error with what was being done when it failed.
+fn db(action: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
+    move |e| StoreError::Database {
+        action,
+        source: Box::new(e),
+    }
+}
+
+/// Wraps a file-system error with the operation and the path it concerned.
+fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> StoreError + 'a {
+    move |source| StoreError::Io {
+        action,
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 fn heads_to_blob(heads: &[ChangeHash]) -> Vec<u8> {
@@ -106,30 +119,29 @@ impl SqliteStore {
     /// 0600: SQLite gives its `-wal` and `-shm` files the database's mode.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         if let Some(dir) = path.parent() {
-            secure_sync_dir(dir)
-                .map_err(|e| StoreError(format!("cannot secure {}: {e}", dir.display())))?;
+            secure_sync_dir(dir).map_err(io("make private", dir))?;
         }
         private_file()
             .write(true)
             .create(true)
             .truncate(false)
             .open(path)
-            .map_err(|e| StoreError(format!("cannot create {}: {e}", path.display())))?;
-        let conn = Connection::open(path)
-            .map_err(|e| StoreError(format!("cannot open {}: {e}", path.display())))?;
+            .map_err(io("create", path))?;
+        let conn = Connection::open(path).map_err(db("opening state.db"))?;
         conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(err)?;
+            .map_err(db("setting up state.db"))?;
         conn.pragma_update(None, "synchronous", "FULL")
-            .map_err(err)?;
+            .map_err(db("setting up state.db"))?;
         conn.busy_timeout(std::time::Duration::from_secs(10))
-            .map_err(err)?;
-        conn.execute_batch(SCHEMA).map_err(err)?;
+            .map_err(db("setting up state.db"))?;
+        conn.execute_batch(SCHEMA)
+            .map_err(db("setting up state.db"))?;
         migrate(&conn)?;
         // The baseline is taken now, so that a commit by another process at
         // any time after this open is noticed by `changed_by_others`.
         let data_version = conn
             .query_row("PRAGMA data_version", [], |r| r.get(0))
-            .map_err(err)?;
+            .map_err(db("setting up state.db"))?;
         Ok(SqliteStore {
             conn,
             bulk: false,
@@ -144,7 +156,7 @@ impl SqliteStore {
         let v: i64 = self
             .conn
             .query_row("PRAGMA data_version", [], |r| r.get(0))
-            .map_err(err)?;
+            .map_err(db("checking for commits by other processes"))?;
         let changed = self.data_version != v;
         self.data_version = v;
         Ok(changed)
@@ -155,7 +167,9 @@ impl SqliteStore {
     /// A crash before the end loses the whole import, never part of a batch.
     pub fn begin_bulk(&mut self) -> Result<(), StoreError> {
         if !self.bulk {
-            self.conn.execute_batch("BEGIN IMMEDIATE").map_err(err)?;
+            self.conn
+                .execute_batch("BEGIN IMMEDIATE")
+                .map_err(db("starting a bulk import"))?;
             self.bulk = true;
         }
         Ok(())
@@ -164,7 +178,9 @@ impl SqliteStore {
     /// Commits everything since [`SqliteStore::begin_bulk`].
     pub fn end_bulk(&mut self) -> Result<(), StoreError> {
         if self.bulk {
-            self.conn.execute_batch("COMMIT").map_err(err)?;
+            self.conn
+                .execute_batch("COMMIT")
+                .map_err(db("committing a bulk import"))?;
             self.bulk = false;
         }
         Ok(())
@@ -173,18 +189,20 @@ impl SqliteStore {
 
 /// Brings a state written by an older `cue` up to this schema.
 fn migrate(conn: &Connection) -> Result<(), StoreError> {
-    let mut stmt = conn.prepare("PRAGMA table_info(docs)").map_err(err)?;
+    let mut stmt = conn
+        .prepare("PRAGMA table_info(docs)")
+        .map_err(db("upgrading its schema"))?;
     let columns: Vec<String> = stmt
         .query_map([], |r| r.get::<_, String>(1))
-        .map_err(err)?
+        .map_err(db("upgrading its schema"))?
         .collect::<Result<_, _>>()
-        .map_err(err)?;
+        .map_err(db("upgrading its schema"))?;
     for col in ["snapshot_bytes", "chunk_bytes"] {
         if !columns.iter().any(|c| c == col) {
             conn.execute_batch(&format!(
                 "ALTER TABLE docs ADD COLUMN {col} INTEGER NOT NULL DEFAULT 0"
             ))
-            .map_err(err)?;
+            .map_err(db("upgrading its schema"))?;
         }
     }
     Ok(())
@@ -199,25 +217,28 @@ impl Store for SqliteStore {
                 r.get(0)
             })
             .optional()
-            .map_err(err)?;
+            .map_err(db("loading a document"))?;
         if exists.is_none() {
             return Ok(None);
         }
         let mut stmt = self
             .conn
             .prepare_cached("SELECT bytes FROM doc_chunks WHERE key = ?1 ORDER BY seq")
-            .map_err(err)?;
+            .map_err(db("loading a document"))?;
         let rows = stmt
             .query_map([&key], |r| r.get::<_, Vec<u8>>(0))
-            .map_err(err)?;
-        Ok(Some(rows.collect::<Result<Vec<_>, _>>().map_err(err)?))
+            .map_err(db("loading a document"))?;
+        Ok(Some(
+            rows.collect::<Result<Vec<_>, _>>()
+                .map_err(db("loading a document"))?,
+        ))
     }
 
     fn docs(&mut self) -> Result<BTreeMap<DocKey, DocInfo>, StoreError> {
         let mut stmt = self
             .conn
             .prepare("SELECT key, heads, chunks, snapshot_bytes, chunk_bytes FROM docs")
-            .map_err(err)?;
+            .map_err(db("listing documents"))?;
         let rows = stmt
             .query_map([], |r| {
                 Ok((
@@ -228,10 +249,11 @@ impl Store for SqliteStore {
                     r.get::<_, i64>(4)?,
                 ))
             })
-            .map_err(err)?;
+            .map_err(db("listing documents"))?;
         let mut out = BTreeMap::new();
         for row in rows {
-            let (key, heads, chunks, snapshot_bytes, chunk_bytes) = row.map_err(err)?;
+            let (key, heads, chunks, snapshot_bytes, chunk_bytes) =
+                row.map_err(db("listing documents"))?;
             if let Some(k) = DocKey::parse(&key) {
                 out.insert(
                     k,
@@ -251,7 +273,7 @@ impl Store for SqliteStore {
         let mut stmt = self
             .conn
             .prepare("SELECT id, path, hash, size, mtime_ns, heads FROM local_files")
-            .map_err(err)?;
+            .map_err(db("reading the recorded files"))?;
         let rows = stmt
             .query_map([], |r| {
                 Ok((
@@ -263,10 +285,11 @@ impl Store for SqliteStore {
                     r.get::<_, Vec<u8>>(5)?,
                 ))
             })
-            .map_err(err)?;
+            .map_err(db("reading the recorded files"))?;
         let mut out = BTreeMap::new();
         for row in rows {
-            let (id, path, hash, size, mtime_ns, heads) = row.map_err(err)?;
+            let (id, path, hash, size, mtime_ns, heads) =
+                row.map_err(db("reading the recorded files"))?;
             let (Some(id), Ok(hash)) = (FileId::parse(&id), <[u8; 32]>::try_from(hash.as_slice()))
             else {
                 continue;
@@ -289,14 +312,14 @@ impl Store for SqliteStore {
         self.conn
             .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
             .optional()
-            .map_err(err)
+            .map_err(db("reading a stored setting"))
     }
 
     fn activity(&mut self, since_s: i64) -> Result<Vec<ActivityRow>, StoreError> {
         let mut stmt = self
             .conn
             .prepare("SELECT change, time_s, actor, file, path, action FROM activity WHERE time_s >= ?1 ORDER BY time_s, rowid")
-            .map_err(err)?;
+            .map_err(db("reading the activity log"))?;
         let rows = stmt
             .query_map([since_s], |r| {
                 Ok((
@@ -308,10 +331,11 @@ impl Store for SqliteStore {
                     r.get::<_, String>(5)?,
                 ))
             })
-            .map_err(err)?;
+            .map_err(db("reading the activity log"))?;
         let mut out = Vec::new();
         for row in rows {
-            let (change, time_s, actor, file, path, action) = row.map_err(err)?;
+            let (change, time_s, actor, file, path, action) =
+                row.map_err(db("reading the activity log"))?;
             let Ok(change) = ChangeHash::try_from(change.as_slice()) else {
                 continue;
             };
@@ -332,19 +356,23 @@ impl Store for SqliteStore {
             return Ok(());
         }
         if self.bulk {
-            self.conn.execute_batch("SAVEPOINT batch").map_err(err)?;
+            self.conn
+                .execute_batch("SAVEPOINT batch")
+                .map_err(db("committing a change"))?;
             let result = apply_ops(&self.conn, batch);
             let end = if result.is_ok() {
                 "RELEASE batch"
             } else {
                 "ROLLBACK TO batch; RELEASE batch"
             };
-            self.conn.execute_batch(end).map_err(err)?;
+            self.conn
+                .execute_batch(end)
+                .map_err(db("committing a change"))?;
             return result;
         }
-        let tx = self.conn.transaction().map_err(err)?;
+        let tx = self.conn.transaction().map_err(db("committing a change"))?;
         apply_ops(&tx, batch)?;
-        tx.commit().map_err(err)
+        tx.commit().map_err(db("committing a change"))
     }
 }
 
@@ -359,13 +387,13 @@ fn apply_ops(tx: &Connection, batch: Batch) -> Result<(), StoreError> {
                         "INSERT INTO doc_chunks (key, seq, bytes) VALUES (?1, (SELECT COALESCE(MAX(seq), -1) + 1 FROM doc_chunks WHERE key = ?1), ?2)",
                         params![key, bytes],
                     )
-                    .map_err(err)?;
+                    .map_err(db("committing a change"))?;
                     tx.execute(
                         "INSERT INTO docs (key, heads, chunks, chunk_bytes) VALUES (?1, ?2, 1, ?3)
                          ON CONFLICT (key) DO UPDATE SET heads = excluded.heads, chunks = chunks + 1, chunk_bytes = chunk_bytes + ?3",
                         params![key, heads_to_blob(&heads), len],
                     )
-                    .map_err(err)?;
+                    .map_err(db("committing a change"))?;
                 }
                 BatchOp::ReplaceDoc {
                     doc,
@@ -375,43 +403,43 @@ fn apply_ops(tx: &Connection, batch: Batch) -> Result<(), StoreError> {
                     let key = doc.as_string();
                     let len = snapshot.len() as i64;
                     tx.execute("DELETE FROM doc_chunks WHERE key = ?1", [&key])
-                        .map_err(err)?;
+                        .map_err(db("committing a change"))?;
                     tx.execute(
                         "INSERT INTO doc_chunks (key, seq, bytes) VALUES (?1, 0, ?2)",
                         params![key, snapshot],
                     )
-                    .map_err(err)?;
+                    .map_err(db("committing a change"))?;
                     tx.execute(
                         "INSERT INTO docs (key, heads, chunks, snapshot_bytes, chunk_bytes) VALUES (?1, ?2, 0, ?3, 0)
                          ON CONFLICT (key) DO UPDATE SET heads = excluded.heads, chunks = 0, snapshot_bytes = ?3, chunk_bytes = 0",
                         params![key, heads_to_blob(&heads), len],
                     )
-                    .map_err(err)?;
+                    .map_err(db("committing a change"))?;
                 }
                 BatchOp::PutLocalFile { id, file } => {
                     tx.execute(
                         "INSERT OR REPLACE INTO local_files (id, path, hash, size, mtime_ns, heads) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                         params![id.to_hex(), file.path, file.hash.to_vec(), file.size as i64, file.mtime_ns, heads_to_blob(&file.heads)],
                     )
-                    .map_err(err)?;
+                    .map_err(db("committing a change"))?;
                 }
                 BatchOp::DeleteLocalFile { id } => {
                     tx.execute("DELETE FROM local_files WHERE id = ?1", [id.to_hex()])
-                        .map_err(err)?;
+                        .map_err(db("committing a change"))?;
                 }
                 BatchOp::PutMeta { key, value } => {
                     tx.execute(
                         "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)",
                         params![key, value],
                     )
-                    .map_err(err)?;
+                    .map_err(db("committing a change"))?;
                 }
                 BatchOp::AddActivity(row) => {
                     tx.execute(
                         "INSERT OR IGNORE INTO activity (change, time_s, actor, file, path, action) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                         params![row.change.0.to_vec(), row.time_s, row.actor, row.file.map(|f| f.to_hex()), row.path, row.action],
                     )
-                    .map_err(err)?;
+                    .map_err(db("committing a change"))?;
                 }
             }
         }
@@ -425,7 +453,7 @@ fn apply_ops(tx: &Connection, batch: Batch) -> Result<(), StoreError> {
 /// They share the peer's automerge actor, so two processes must never build
 /// changes from different in-memory states: each takes this lock, checks
 /// whether another process committed meanwhile (and reloads if so), works,
-/// commits, and releases. `flock` is released by the kernel if the holder
+/// commits, and releases. The OS releases the lock (`File::lock`) if the holder
 /// dies, so a crash never leaves the workspace locked.
 pub struct WriteLock {
     _file: std::fs::File,
@@ -434,7 +462,6 @@ pub struct WriteLock {
 impl WriteLock {
     /// Waits for the lock on the state in `sync_dir`.
     pub fn acquire(sync_dir: &Path) -> Result<WriteLock, StoreError> {
-        use std::os::fd::AsRawFd;
         let path = sync_dir.join("write.lock");
         let file = private_file()
             .read(true)
@@ -442,15 +469,13 @@ impl WriteLock {
             .create(true)
             .truncate(false)
             .open(&path)
-            .map_err(|e| StoreError(format!("cannot open {}: {e}", path.display())))?;
+            .map_err(io("open", &path))?;
         loop {
-            // SAFETY: flock on a descriptor this File owns.
-            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } == 0 {
-                return Ok(WriteLock { _file: file });
-            }
-            let e = std::io::Error::last_os_error();
-            if e.kind() != std::io::ErrorKind::Interrupted {
-                return Err(StoreError(format!("cannot lock {}: {e}", path.display())));
+            match file.lock() {
+                Ok(()) => return Ok(WriteLock { _file: file }),
+                // A signal woke the wait; the lock is still wanted.
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(io("lock", &path)(e)),
             }
         }
     }

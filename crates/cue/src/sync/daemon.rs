@@ -4,18 +4,23 @@
 //! The relay connection runs on a small tokio runtime in its own thread and
 //! the file watcher in another; both only send events.
 //!
+//! Every queue between them is bounded: a thread that produces faster than
+//! the engine consumes waits (the relay connection stops reading, so TCP
+//! slows the relay down; the watcher's own queue overflows into one full
+//! scan) instead of growing memory without limit.
+//!
 //! Order of work for a local edit: record it (committed to SQLite), then
 //! broadcast it. For a remote change: merge and commit, then write the files,
 //! then acknowledge. A crash between any two steps loses nothing: what was
 //! committed is sent or written again after a restart.
 
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use cue_core::sync::{SyncEngine, SyncProblem, WorkspaceKey};
 use cue_wire::PeerId;
-use tokio::sync::mpsc as tmpsc;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::net::{self, RelayTarget};
@@ -48,7 +53,6 @@ pub enum Event {
     /// The connection gave up for good (wrong token, refused).
     Fatal(String),
     Tick,
-    Shutdown,
 }
 
 /// An error that ends the daemon (a refused token, a clone that cannot
@@ -71,6 +75,11 @@ const RESCAN: Duration = Duration::from_secs(300);
 const SCAN_SLICE: usize = 256;
 /// How soon a write of received changes that failed is tried again.
 const RETRY_WRITES: Duration = Duration::from_secs(2);
+/// Events waiting for the engine. Frames are at most 256 KiB, so a full
+/// queue holds at most 32 MiB; it absorbs a burst while the engine commits.
+const EVENT_QUEUE: usize = 128;
+/// Frames waiting for the relay connection, bounded for the same reason.
+const OUT_QUEUE: usize = 128;
 
 /// What the daemon is for.
 pub enum Mode {
@@ -93,7 +102,7 @@ pub struct Daemon {
     status: DaemonStatus,
     /// When the status file was last written (`None`: never).
     status_written: Option<Instant>,
-    out: Option<tmpsc::UnboundedSender<Vec<u8>>>,
+    out: Option<mpsc::Sender<Vec<u8>>>,
     quiet_since: Instant,
     /// When the last full scan ran (`None`: one is due now).
     last_scan: Option<Instant>,
@@ -111,9 +120,10 @@ fn start_network(
     target: RelayTarget,
     key: &WorkspaceKey,
     events: mpsc::Sender<Event>,
+    shutdown: CancellationToken,
     handle_signals: bool,
-) -> Result<(tmpsc::UnboundedSender<Vec<u8>>, std::thread::JoinHandle<()>)> {
-    let (out_tx, out_rx) = tmpsc::unbounded_channel();
+) -> Result<(mpsc::Sender<Vec<u8>>, std::thread::JoinHandle<()>)> {
+    let (out_tx, out_rx) = mpsc::channel(OUT_QUEUE);
     let admission = key.admission_key();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -124,16 +134,16 @@ fn start_network(
         .spawn(move || {
             rt.block_on(async move {
                 if handle_signals {
-                    spawn_signal_handler(events.clone());
+                    spawn_signal_handler(shutdown.clone());
                 }
-                net::run(target, admission, events, out_rx).await;
+                net::run(target, admission, events, out_rx, shutdown).await;
             });
         })
         .context("starting the network thread")?;
     Ok((out_tx, thread))
 }
 
-fn spawn_signal_handler(events: mpsc::Sender<Event>) {
+fn spawn_signal_handler(shutdown: CancellationToken) {
     tokio::spawn(async move {
         #[cfg(unix)]
         {
@@ -148,7 +158,7 @@ fn spawn_signal_handler(events: mpsc::Sender<Event>) {
         }
         #[cfg(not(unix))]
         let _ = tokio::signal::ctrl_c().await;
-        let _ = events.send(Event::Shutdown);
+        shutdown.cancel();
     });
 }
 
@@ -173,7 +183,8 @@ pub fn run(
     mode: Mode,
     verbose: bool,
 ) -> Result<()> {
-    let (tx, rx) = mpsc::channel();
+    let (tx, mut rx) = mpsc::channel(EVENT_QUEUE);
+    let shutdown = CancellationToken::new();
     let watching = matches!(mode, Mode::Watch);
     // Watch before the first scan, so that no save falls between the two.
     let _watch = if watching {
@@ -218,12 +229,16 @@ pub fn run(
         info!("offline longer than sync.max_offline_days: every document will be compared");
     }
 
-    let (out, net_thread) = start_network(target.clone(), key, tx.clone(), watching)?;
+    let (out, net_thread) =
+        start_network(target.clone(), key, tx.clone(), shutdown.clone(), watching)?;
     let ticker = tx.clone();
     std::thread::Builder::new()
         .name("cue-tick".into())
         .spawn(move || {
-            while ticker.send(Event::Tick).is_ok() {
+            // A tick that finds the queue full is skipped: the engine is
+            // busy, and the next one does the same work.
+            while !ticker.is_closed() {
+                let _ = ticker.try_send(Event::Tick);
                 std::thread::sleep(TICK);
             }
         })
@@ -254,8 +269,10 @@ pub fn run(
         reported: std::collections::HashSet::new(),
     };
     daemon.write_status(true);
-    let result = daemon.event_loop(&rx, &mode);
-    // Closing the channel makes the network task send a Close and end.
+    let result = daemon.event_loop(&mut rx, &mode, &shutdown);
+    // The network task sends a Close and ends; dropping the sender also
+    // frees it if it waits for room in the event queue.
+    shutdown.cancel();
     daemon.out = None;
     daemon.status.connected = false;
     daemon.write_status(true);
@@ -284,7 +301,7 @@ fn catch_up(session: &mut Session, verbose: bool) -> Result<()> {
 /// event met is kept in `next`.
 fn coalesce(
     mut change: DiskChange,
-    rx: &mpsc::Receiver<Event>,
+    rx: &mut mpsc::Receiver<Event>,
     next: &mut Option<Event>,
 ) -> DiskChange {
     while let Ok(event) = rx.try_recv() {
@@ -301,14 +318,24 @@ fn coalesce(
 }
 
 impl Daemon {
-    fn event_loop(&mut self, rx: &mpsc::Receiver<Event>, mode: &Mode) -> Result<()> {
+    fn event_loop(
+        &mut self,
+        rx: &mut mpsc::Receiver<Event>,
+        mode: &Mode,
+        shutdown: &CancellationToken,
+    ) -> Result<()> {
         let mut next = None;
         loop {
+            // Seen within a tick at most: ticks keep arriving while idle.
+            if shutdown.is_cancelled() {
+                self.say("Stopping.");
+                return Ok(());
+            }
             let event = match next.take() {
                 Some(e) => e,
-                None => match rx.recv() {
-                    Ok(e) => e,
-                    Err(_) => break,
+                None => match rx.blocking_recv() {
+                    Some(e) => e,
+                    None => break,
                 },
             };
             // Disk changes queued behind one another are one scan.
@@ -405,10 +432,6 @@ impl Daemon {
                         )).into());
                     }
                 }
-            }
-            Event::Shutdown => {
-                self.say("Stopping.");
-                return Ok(Flow::Stop);
             }
         }
         Ok(Flow::Continue)
@@ -532,7 +555,9 @@ impl Daemon {
     fn send(&mut self, frames: Vec<cue_wire::Frame>) {
         if let Some(out) = &self.out {
             for f in frames {
-                let _ = out.send(f.encode());
+                // Waits while the connection is behind. An error means the
+                // network task has ended (shut down, or refused for good).
+                let _ = out.blocking_send(f.encode());
             }
         }
     }

@@ -100,8 +100,11 @@ pub fn start(cwd: &Path, flags: &RelayFlags) -> Result<()> {
     let target = target(flags, &session.config);
     check_url(&target.url)?;
     drop(session);
-    if let Some(pid) = status::running_pid(&layout) {
-        println!("The sync daemon is already running (pid {pid}).");
+    if let status::Running::Yes { pid } = status::running(&layout) {
+        match pid {
+            Some(pid) => println!("The sync daemon is already running (pid {pid})."),
+            None => println!("The sync daemon is already starting."),
+        }
         return Ok(());
     }
     let log_path = layout.sync_dir().join("daemon.log");
@@ -125,7 +128,11 @@ pub fn start(cwd: &Path, flags: &RelayFlags) -> Result<()> {
     #[cfg(unix)]
     std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
     let mut child = cmd.spawn().context("starting the sync daemon")?;
-    let deadline = Instant::now() + Duration::from_secs(15);
+    let pid = child.id();
+    let deadline = Instant::now() + START_TIMEOUT;
+    // Started means: this child holds the lock and has written its status.
+    // A lock alone may be an older daemon's, a status file alone a dead one's.
+    let mut locked = false;
     while Instant::now() < deadline {
         if let Some(code) = child.try_wait()? {
             let log = std::fs::read_to_string(&log_path).unwrap_or_default();
@@ -136,10 +143,10 @@ pub fn start(cwd: &Path, flags: &RelayFlags) -> Result<()> {
                 tail.into_iter().rev().collect::<Vec<_>>().join("\n")
             );
         }
-        if status::read_status(&layout).is_some_and(|s| s.pid == child.id()) {
+        locked = locked || status::running_pid(&layout) == Some(pid);
+        if locked && status::read_status(&layout).is_some_and(|s| s.pid == pid) {
             println!(
-                "Sync daemon started (pid {}), syncing through {}. Log: {}",
-                child.id(),
+                "Sync daemon started (pid {pid}), syncing through {}. Log: {}",
                 target.url,
                 log_path.display()
             );
@@ -147,17 +154,44 @@ pub fn start(cwd: &Path, flags: &RelayFlags) -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+    let what = if locked {
+        "took the workspace's lock but wrote no status"
+    } else {
+        "did not take the workspace's lock"
+    };
     anyhow::bail!(
-        "the sync daemon (pid {}) did not report in 15 s; see {}",
-        child.id(),
+        "the sync daemon (pid {pid}) is still running but {what} within {} s; see its log {}, or `cue sync stop` and try again",
+        START_TIMEOUT.as_secs(),
         log_path.display()
     )
+}
+
+/// How long `cue sync start` waits for the new daemon to report in.
+const START_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The running daemon's pid, waiting out the instant between a daemon taking
+/// its lock and writing its pid there.
+fn daemon_pid(layout: &Layout) -> Result<Option<u32>> {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        match status::running(layout) {
+            status::Running::No => return Ok(None),
+            status::Running::Yes { pid: Some(pid) } => return Ok(Some(pid)),
+            status::Running::Yes { pid: None } if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            status::Running::Yes { pid: None } => anyhow::bail!(
+                "a sync daemon holds {} but has not written its pid there; try again in a moment",
+                layout.sync_dir().join("daemon.lock").display()
+            ),
+        }
+    }
 }
 
 /// `cue sync stop`: SIGTERM, then wait for the daemon to finish cleanly.
 pub fn stop(cwd: &Path) -> Result<()> {
     let layout = find(cwd)?;
-    let Some(pid) = status::running_pid(&layout) else {
+    let Some(pid) = daemon_pid(&layout)? else {
         println!("The sync daemon is not running.");
         return Ok(());
     };
@@ -171,7 +205,7 @@ pub fn stop(cwd: &Path) -> Result<()> {
     }
     let deadline = Instant::now() + Duration::from_secs(15);
     while Instant::now() < deadline {
-        if status::running_pid(&layout).is_none() {
+        if status::running(&layout) == status::Running::No {
             println!("Sync daemon (pid {pid}) stopped.");
             return Ok(());
         }

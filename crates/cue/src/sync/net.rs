@@ -10,7 +10,6 @@
 //! machine sync with no setup at all, and whichever peer is still running
 //! takes over hosting when the host stops.
 
-use std::sync::mpsc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -19,6 +18,7 @@ use tokio::sync::mpsc as tmpsc;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::daemon::Event;
@@ -56,14 +56,20 @@ pub enum NetError {
     OutdatedRelay { url: String, status: u16 },
 }
 
-/// Runs until `outgoing` closes (shutdown). Frames from the relay, connection
-/// changes and fatal errors go to `events`; the relay's Welcome is the first
-/// frame after each `Connected`, and names the peer id this connection got.
+/// Runs until `shutdown` is cancelled (or the engine drops either queue).
+/// Frames from the relay, connection changes and fatal errors go to `events`;
+/// the relay's Welcome is the first frame after each `Connected`, and names
+/// the peer id this connection got.
+///
+/// Both queues are bounded. The engine blocks while `outgoing` is full, so
+/// this task never stops taking frames from it, also while it waits for room
+/// in `events`: otherwise each side would wait for the other forever.
 pub async fn run(
     target: RelayTarget,
     admission: AdmissionKey,
-    events: mpsc::Sender<Event>,
-    mut outgoing: tmpsc::UnboundedReceiver<Vec<u8>>,
+    events: tmpsc::Sender<Event>,
+    mut outgoing: tmpsc::Receiver<Vec<u8>>,
+    shutdown: CancellationToken,
 ) {
     let mut backoff = BACKOFF_MIN;
     let mut hosted = false;
@@ -73,29 +79,36 @@ pub async fn run(
         admission.room_id()
     );
     loop {
-        match connect(&url, target.token.as_deref(), &admission).await {
+        let attempt = tokio::select! {
+            attempt = connect(&url, target.token.as_deref(), &admission) => attempt,
+            () = shutdown.cancelled() => return,
+            () = drop_frames(&mut outgoing) => return,
+        };
+        match attempt {
             Ok(Admitted { ws, me, welcome }) => {
                 backoff = BACKOFF_MIN;
                 // Frames queued for an earlier connection address peers that are gone.
                 while outgoing.try_recv().is_ok() {}
-                if events.send(Event::Connected).is_err()
-                    || events.send(Event::Frame(welcome)).is_err()
+                if !deliver(&events, Event::Connected, &mut outgoing).await
+                    || !deliver(&events, Event::Frame(welcome), &mut outgoing).await
                 {
                     return;
                 }
-                let ended = pump(ws, me, &events, &mut outgoing).await;
-                let _ = events.send(Event::Disconnected);
+                let ended = pump(ws, me, &events, &mut outgoing, &shutdown).await;
+                if !deliver(&events, Event::Disconnected, &mut outgoing).await {
+                    return;
+                }
                 match ended {
                     Ended::Shutdown => return,
                     Ended::Dropped(why) => info!("relay connection lost: {why}; reconnecting"),
                     Ended::Fatal(e) => {
-                        let _ = events.send(Event::Fatal(e.to_string()));
+                        deliver(&events, Event::Fatal(e.to_string()), &mut outgoing).await;
                         return;
                     }
                 }
             }
             Err(ConnectError::Fatal(e)) => {
-                let _ = events.send(Event::Fatal(e.to_string()));
+                deliver(&events, Event::Fatal(e.to_string()), &mut outgoing).await;
                 return;
             }
             Err(ConnectError::Retry(why)) => {
@@ -106,23 +119,46 @@ pub async fn run(
                     }
                 }
                 debug!("cannot reach the relay at {}: {why}", target.url);
-                let _ = events.send(Event::Unreachable(why));
+                if !deliver(&events, Event::Unreachable(why), &mut outgoing).await {
+                    return;
+                }
             }
         }
         let jitter = rand::rng().random_range(0.5..1.5);
         let wait = backoff.mul_f64(jitter);
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
-            closed = wait_closed(&mut outgoing) => if closed { return },
+            () = shutdown.cancelled() => return,
+            () = drop_frames(&mut outgoing) => return,
         }
         backoff = (backoff * 2).min(BACKOFF_MAX);
     }
 }
 
-/// Drains frames that would go nowhere while disconnected; true once shut down.
-async fn wait_closed(outgoing: &mut tmpsc::UnboundedReceiver<Vec<u8>>) -> bool {
+/// Drops the frames the engine sends while no connection is up (they would
+/// go nowhere); returns once the engine has dropped its sender.
+async fn drop_frames(outgoing: &mut tmpsc::Receiver<Vec<u8>>) {
     while outgoing.recv().await.is_some() {}
-    true
+}
+
+/// Hands `event` to the engine, waiting while its queue is full and dropping
+/// frames meanwhile (only called while no connection is up). False once the
+/// engine has stopped.
+async fn deliver(
+    events: &tmpsc::Sender<Event>,
+    event: Event,
+    outgoing: &mut tmpsc::Receiver<Vec<u8>>,
+) -> bool {
+    tokio::select! {
+        permit = events.reserve() => match permit {
+            Ok(permit) => {
+                permit.send(event);
+                true
+            }
+            Err(_) => false,
+        },
+        () = drop_frames(outgoing) => false,
+    }
 }
 
 type Ws =
@@ -270,12 +306,21 @@ fn sent_as(bytes: &[u8], me: PeerId) -> bool {
 async fn pump(
     ws: Ws,
     me: PeerId,
-    events: &mpsc::Sender<Event>,
-    outgoing: &mut tmpsc::UnboundedReceiver<Vec<u8>>,
+    events: &tmpsc::Sender<Event>,
+    outgoing: &mut tmpsc::Receiver<Vec<u8>>,
+    shutdown: &CancellationToken,
 ) -> Ended {
     let (mut sink, mut stream) = ws.split();
+    // A frame from the relay that waits for room in the engine's queue. Until
+    // it is handed over nothing more is read, so a busy engine slows the relay
+    // down (through TCP) instead of filling memory; frames keep leaving.
+    let mut inbound: Option<Vec<u8>> = None;
     loop {
         tokio::select! {
+            () = shutdown.cancelled() => {
+                let _ = sink.send(Message::Close(None)).await;
+                return Ended::Shutdown;
+            }
             frame = outgoing.recv() => match frame {
                 Some(bytes) if !sent_as(&bytes, me) => {
                     debug!("dropped a frame sealed for an earlier connection");
@@ -290,12 +335,13 @@ async fn pump(
                     return Ended::Shutdown;
                 }
             },
-            msg = stream.next() => match msg {
-                Some(Ok(Message::Binary(bytes))) => {
-                    if events.send(Event::Frame(bytes.to_vec())).is_err() {
-                        return Ended::Shutdown;
-                    }
-                }
+            permit = events.reserve(), if inbound.is_some() => match (permit, inbound.take()) {
+                (Ok(permit), Some(bytes)) => permit.send(Event::Frame(bytes)),
+                (Ok(_), None) => {}
+                (Err(_), _) => return Ended::Shutdown,
+            },
+            msg = stream.next(), if inbound.is_none() => match msg {
+                Some(Ok(Message::Binary(bytes))) => inbound = Some(bytes.to_vec()),
                 Some(Ok(Message::Close(frame))) => {
                     let (code, reason) = frame
                         .map(|f| (u16::from(f.code), f.reason.to_string()))
@@ -352,4 +398,81 @@ async fn host_embedded_relay() -> bool {
         }
     });
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cue_wire::{Frame, RoomId};
+
+    /// The engine blocks on a full outgoing queue while it handles an event,
+    /// so the connection must keep sending while the event queue is full:
+    /// here nobody reads the events until every frame has left.
+    #[test]
+    fn frames_keep_leaving_while_the_engine_is_behind() {
+        const FRAMES: usize = 20;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            let addr = listener.local_addr().expect("addr");
+            let me = PeerId([7; 16]);
+            let room = RoomId([1; 32]);
+            // The relay's side: sends FRAMES frames, then reads FRAMES.
+            let relay = tokio::spawn(async move {
+                let (tcp, _) = listener.accept().await.expect("accept");
+                let mut ws = tokio_tungstenite::accept_async(tcp).await.expect("upgrade");
+                for i in 0..FRAMES {
+                    let frame = Frame::broadcast(room, PeerId([9; 16]), vec![i as u8]);
+                    ws.send(Message::binary(frame.encode()))
+                        .await
+                        .expect("send");
+                }
+                let mut got = 0;
+                while got < FRAMES {
+                    match ws.next().await {
+                        Some(Ok(Message::Binary(_))) => got += 1,
+                        Some(Ok(_)) => {}
+                        other => panic!("relay side ended after {got} frames: {other:?}"),
+                    }
+                }
+                ws
+            });
+            let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}"))
+                .await
+                .expect("connect");
+            let (events_tx, mut events_rx) = tmpsc::channel(1);
+            let (out_tx, mut out_rx) = tmpsc::channel(1);
+            let shutdown = CancellationToken::new();
+            let pumping = {
+                let shutdown = shutdown.clone();
+                tokio::spawn(async move { pump(ws, me, &events_tx, &mut out_rx, &shutdown).await })
+            };
+            let all_sent = async {
+                for i in 0..FRAMES {
+                    let frame = Frame::broadcast(room, me, vec![i as u8]);
+                    out_tx.send(frame.encode()).await.expect("queue a frame");
+                }
+                relay.await.expect("relay side")
+            };
+            let _relay_ws = tokio::time::timeout(Duration::from_secs(10), all_sent)
+                .await
+                .expect("every frame left while the event queue was full");
+            let mut received = 0;
+            while received < FRAMES {
+                match events_rx.recv().await {
+                    Some(Event::Frame(_)) => received += 1,
+                    Some(other) => panic!("unexpected event {other:?}"),
+                    None => panic!("the pump ended after {received} frames"),
+                }
+            }
+            shutdown.cancel();
+            let ended = pumping.await.expect("pump");
+            assert!(matches!(ended, Ended::Shutdown));
+        });
+    }
 }

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use notify::{RecursiveMode, Watcher};
+use tokio::sync::mpsc as tmpsc;
 
 use super::daemon::{DiskChange, Event};
 use crate::disk::{Filters, Layout};
@@ -49,7 +50,7 @@ fn relevant(path: &Path, sync_dir: &Path) -> bool {
 pub fn start(
     layout: &Layout,
     filters: &Filters,
-    events: mpsc::Sender<Event>,
+    events: tmpsc::Sender<Event>,
 ) -> Result<FolderWatch> {
     let (raw_tx, raw_rx) = mpsc::sync_channel::<PathBuf>(RAW_QUEUE);
     let overflow = Arc::new(AtomicBool::new(false));
@@ -110,7 +111,7 @@ fn debounce(
     raw: mpsc::Receiver<PathBuf>,
     layout: &Layout,
     overflow: &AtomicBool,
-    events: mpsc::Sender<Event>,
+    events: tmpsc::Sender<Event>,
 ) {
     while let Ok(first) = raw.recv() {
         let started = Instant::now();
@@ -142,7 +143,9 @@ fn debounce(
         } else {
             DiskChange::Paths(keys.into_iter().collect())
         };
-        if events.send(Event::Disk(change)).is_err() {
+        // Waits while the engine is busy; events arriving meanwhile pile up
+        // in the raw queue, and past its size become one full scan.
+        if events.blocking_send(Event::Disk(change)).is_err() {
             return;
         }
     }
