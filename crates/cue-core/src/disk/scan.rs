@@ -13,7 +13,7 @@ use crate::store::{LocalFile, Store};
 use crate::workspace::{content_hash, NewFile, Recorded, Workspace, WorkspaceError};
 use crate::SyncPath;
 
-use super::{DiskError, FileSystem, Listing, SkipReason, Skipped, RACY_NS};
+use super::{DiskError, FileSystem, Listing, SkipReason, Skipped, Stat, RACY_NS};
 
 /// Which part of the disk a scan looks at.
 #[derive(Debug, Clone, Copy)]
@@ -71,6 +71,75 @@ fn is_under(path: &str, under: &str) -> bool {
 /// `ws`. Recorded changes are staged; the caller commits them
 /// ([`Workspace::commit`]) in one transaction before it sends them anywhere.
 /// `progress(done, total)` is called as files are looked at.
+/// Edits recorded together, their documents loaded on every core first: a
+/// branch switch or a find-and-replace changes many files at once.
+const EDITS_AT_ONCE: usize = crate::workspace::CACHE_DOCS / 2;
+
+/// A tracked file whose content changed: path, text, stat, content hash.
+type Edit = (SyncPath, String, Stat, [u8; 32]);
+
+/// Records the edits collected so far, after loading their documents at once.
+fn record_edits<S: Store>(
+    ws: &mut Workspace<S>,
+    edits: &mut Vec<Edit>,
+    changes: &mut Changes,
+    now_ms: i64,
+    rng: &mut impl rand::Rng,
+) -> Result<(), DiskError> {
+    if edits.is_empty() {
+        return Ok(());
+    }
+    let wanted: Vec<(&str, [u8; 32])> = edits.iter().map(|(p, _, _, h)| (p.as_str(), *h)).collect();
+    ws.prefetch_edits(&wanted)?;
+    for (path, text, stat, _) in edits.drain(..) {
+        match ws.record_write(&path, &text, stat, now_ms, rng) {
+            Ok(Recorded::Created(_)) => changes.created.push(path.to_string()),
+            Ok(Recorded::Edited(_)) => changes.edited.push(path.to_string()),
+            Ok(Recorded::Unchanged) => {}
+            // Refused by its document (over a limit): the others go on.
+            Err(WorkspaceError::Doc(e)) => changes.skipped.push(Skipped {
+                path: path.to_string(),
+                reason: SkipReason::Refused(e.to_string()),
+            }),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// New files recorded together (their documents built on every core), few
+/// enough that their texts stay small in memory: an import of 10,000 notes
+/// held every text at once before.
+const FRESH_AT_ONCE: usize = 1024;
+
+/// Records the new files collected so far.
+fn record_fresh<S: Store>(
+    ws: &mut Workspace<S>,
+    fresh: &mut Vec<NewFile>,
+    changes: &mut Changes,
+    now_ms: i64,
+    rng: &mut impl rand::Rng,
+) -> Result<(), DiskError> {
+    if fresh.is_empty() {
+        return Ok(());
+    }
+    let batch = std::mem::take(fresh);
+    let paths: Vec<String> = batch.iter().map(|f| f.path.to_string()).collect();
+    for (path, recorded) in paths.into_iter().zip(ws.record_new(batch, now_ms, rng)?) {
+        match recorded {
+            Ok(Recorded::Created(_)) => changes.created.push(path),
+            Ok(Recorded::Edited(_)) => changes.edited.push(path),
+            Ok(Recorded::Unchanged) => {}
+            // Refused by its document (over a limit): the others go on.
+            Err(e) => changes.skipped.push(Skipped {
+                path,
+                reason: SkipReason::Refused(e.to_string()),
+            }),
+        }
+    }
+    Ok(())
+}
+
 pub fn scan<S: Store, F: FileSystem>(
     ws: &mut Workspace<S>,
     fs: &mut F,
@@ -125,6 +194,7 @@ pub fn scan<S: Store, F: FileSystem>(
     }
     let total = view.files.len() as u64;
     let mut fresh: Vec<NewFile> = Vec::new();
+    let mut edits: Vec<Edit> = Vec::new();
     let now_ns = opts.now_ms.saturating_mul(1_000_000);
     for (i, (path, stat)) in view.files.iter().enumerate() {
         progress(i as u64, total);
@@ -184,37 +254,19 @@ pub fn scan<S: Store, F: FileSystem>(
                 text,
                 stat: *stat,
             });
+            if fresh.len() >= FRESH_AT_ONCE {
+                record_fresh(ws, &mut fresh, &mut changes, opts.now_ms, rng)?;
+            }
             continue;
         }
-        match ws.record_write(path, &text, *stat, opts.now_ms, rng) {
-            Ok(Recorded::Created(_)) => changes.created.push(path.to_string()),
-            Ok(Recorded::Edited(_)) => changes.edited.push(path.to_string()),
-            Ok(Recorded::Unchanged) => {}
-            // Refused by its document (over a limit): the others go on.
-            Err(WorkspaceError::Doc(e)) => changes.skipped.push(Skipped {
-                path: path.to_string(),
-                reason: SkipReason::Refused(e.to_string()),
-            }),
-            Err(e) => return Err(e.into()),
+        edits.push((path.clone(), text, *stat, hash));
+        if edits.len() >= EDITS_AT_ONCE {
+            record_edits(ws, &mut edits, &mut changes, opts.now_ms, rng)?;
         }
     }
+    record_edits(ws, &mut edits, &mut changes, opts.now_ms, rng)?;
     progress(total, total);
-    let paths: Vec<String> = fresh.iter().map(|f| f.path.to_string()).collect();
-    for (path, recorded) in paths
-        .into_iter()
-        .zip(ws.record_new(fresh, opts.now_ms, rng)?)
-    {
-        match recorded {
-            Ok(Recorded::Created(_)) => changes.created.push(path),
-            Ok(Recorded::Edited(_)) => changes.edited.push(path),
-            Ok(Recorded::Unchanged) => {}
-            // Refused by its document (over a limit): the others go on.
-            Err(e) => changes.skipped.push(Skipped {
-                path,
-                reason: SkipReason::Refused(e.to_string()),
-            }),
-        }
-    }
+    record_fresh(ws, &mut fresh, &mut changes, opts.now_ms, rng)?;
     for (path, _) in missing {
         if !opts.dry_run {
             ws.record_removal(&path, opts.now_ms)?;

@@ -184,6 +184,39 @@ impl<S: Store> Docs<S> {
         Ok(self.cache.get_mut(&id))
     }
 
+    /// Loads many files' documents into the cache at once, on every core: a
+    /// branch switch, a find-and-replace or a peer's batch touches many files
+    /// that are not in memory, and loading them one after the other was most
+    /// of the time (about 1.5 ms each). At most half the cache is filled, so
+    /// what is loaded is still there when it is used. A document that fails
+    /// to load is left out; the caller's own load then reports it.
+    pub fn prefetch(&mut self, ids: &[FileId]) -> Result<(), WorkspaceError> {
+        let mut wanted = Vec::new();
+        for &id in ids {
+            if wanted.len() >= CACHE_DOCS / 2 {
+                break;
+            }
+            if self.cache.contains(&id) || wanted.iter().any(|(w, _)| *w == id) {
+                continue;
+            }
+            if let Some(chunks) = self.chunks(DocKey::File(id))? {
+                wanted.push((id, chunks));
+            }
+        }
+        let actor = self.actor.clone();
+        let loaded = crate::parallel::map(
+            &wanted,
+            |(_, chunks)| FileDoc::load(chunks, actor.clone()).ok(),
+            || None,
+        );
+        for ((id, _), doc) in wanted.iter().zip(loaded) {
+            if let Some(doc) = doc {
+                self.cache.insert(*id, doc);
+            }
+        }
+        Ok(())
+    }
+
     /// A file's document, or a new empty one to merge a peer's changes into.
     pub fn file_or_empty(&mut self, id: FileId) -> Result<&mut FileDoc, WorkspaceError> {
         if self.file(id)?.is_none() {

@@ -97,6 +97,22 @@ impl<S: Store> Workspace<S> {
         Ok(Recorded::Edited(id))
     }
 
+    /// Loads, on every core, the documents of the tracked files among `edits`
+    /// (path, content hash) whose content changed: call it before recording a
+    /// batch of edits with [`Self::record_write`], which then finds them in
+    /// memory.
+    pub fn prefetch_edits(&mut self, edits: &[(&str, [u8; 32])]) -> Result<(), WorkspaceError> {
+        let ids: Vec<FileId> = edits
+            .iter()
+            .filter_map(|(path, hash)| {
+                self.local_by_path(path)
+                    .filter(|(_, f)| f.hash != *hash)
+                    .map(|(id, _)| id)
+            })
+            .collect();
+        self.docs.prefetch(&ids)
+    }
+
     /// Records many files no record knows (an import, a burst of new notes):
     /// the same as [`Self::record_write`] for each, with their documents built
     /// on every core. Returns what each became, in order, or why the document

@@ -77,12 +77,29 @@ impl<S: Store> Workspace<S> {
             docs.iter().map(|_| None).collect();
         let mut fresh: Vec<(usize, FileId, Vec<u8>)> = Vec::new();
         let mut seen = std::collections::HashSet::new();
+        let mut known: Vec<(usize, DocKey, Vec<u8>)> = Vec::new();
         for (i, (key, bytes)) in docs.into_iter().enumerate() {
             match key {
                 DocKey::File(id) if !self.docs.infos().contains_key(&key) && seen.insert(id) => {
                     fresh.push((i, id, bytes))
                 }
-                _ => results[i] = Some(self.merge_changes(key, &bytes)),
+                _ => known.push((i, key, bytes)),
+            }
+        }
+        // Changes to documents this peer holds: loaded on every core first,
+        // as many at a time as the cache keeps, then merged in order.
+        for group in known.chunks(super::CACHE_DOCS / 2) {
+            let ids: Vec<FileId> = group
+                .iter()
+                .filter_map(|(_, key, _)| match key {
+                    DocKey::File(id) => Some(*id),
+                    _ => None,
+                })
+                .collect();
+            // A store error here shows again, for its document, in the merge.
+            let _ = self.docs.prefetch(&ids);
+            for (i, key, bytes) in group {
+                results[*i] = Some(self.merge_changes(*key, bytes));
             }
         }
         let actor = self.actor.clone();
