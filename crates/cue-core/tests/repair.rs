@@ -200,8 +200,8 @@ fn a_dropped_entry_comes_back_when_its_document_arrives() {
     assert_eq!(ws.repair(9_000).unwrap_or_else(|e| panic!("{e}")).len(), 1);
     assert!(ws.files("").unwrap_or_else(|e| panic!("{e}")).is_empty());
 
-    let mut doc = FileDoc::create(actor, id, "late but real\n", &MALLORY)
-        .unwrap_or_else(|e| panic!("{e}"));
+    let mut doc =
+        FileDoc::create(actor, id, "late but real\n", &MALLORY).unwrap_or_else(|e| panic!("{e}"));
     // A bundle holds the index too: this peer's own, with the tombstone.
     let own = ws.export_bundle().unwrap_or_else(|e| panic!("{e}"));
     let mut late = Bundle::decode(&own).unwrap_or_else(|e| panic!("{e}"));

@@ -577,7 +577,11 @@ fn print_not_written(all: &[NotWritten]) {
             "  not written on any peer: {} file(s) from peers with unsafe names (`cue repair` drops them):",
             unsafe_.len()
         );
-        print_some(&unsafe_, |n| format!("    {:?}: {}", n.path, n.reason));
+        // The path error names the path.
+        print_some(&unsafe_, |n| match &n.reason {
+            NotWrittenReason::Unsafe(e) => format!("    {e}"),
+            NotWrittenReason::NotIncluded => format!("    {}", n.path),
+        });
     }
 }
 
@@ -644,7 +648,9 @@ pub fn repair(cwd: &Path, dry_run: bool, json: bool) -> Result<()> {
         }
     }
     if dry_run {
-        println!("Run `cue repair` without --dry-run to drop them; the change syncs to every peer.");
+        println!(
+            "Run `cue repair` without --dry-run to drop them; the change syncs to every peer."
+        );
     } else {
         println!("Dropped entries are in the trash; the change syncs to every peer.");
     }

@@ -47,7 +47,7 @@ pub use checkout::{DiskOp, Plan};
 pub use docs::CACHE_DOCS;
 pub use exchange::ImportReport;
 pub use record::NewFile;
-pub use repair::{Poisoned, PoisonReason, RepairAction};
+pub use repair::{PoisonReason, Poisoned, RepairAction};
 pub use trash::TrashEntry;
 
 use docs::Docs;
@@ -141,9 +141,7 @@ impl std::fmt::Display for NotWrittenReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             NotWrittenReason::Unsafe(e) => write!(f, "not safe to write: {e}"),
-            NotWrittenReason::NotIncluded => {
-                f.write_str("outside this peer's sync.include globs")
-            }
+            NotWrittenReason::NotIncluded => f.write_str("outside this peer's sync.include globs"),
         }
     }
 }
