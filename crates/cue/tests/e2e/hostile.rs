@@ -503,6 +503,22 @@ fn a_stranger_cannot_join_impersonate_or_hold_the_room() {
         "{codes:?}"
     );
     s.judge("strangers and an impersonator", &before, &[], None);
+    // The relay said why it shed each kind, in a line rate-limited per
+    // reason (SECURITY.md: the relay logs when it sheds).
+    let relay_log = plain(&s.relay.log_text());
+    for reason in [
+        "\"admission_refused\"",
+        "\"admission_not_auth\"",
+        "spoofed sender",
+        "\"header_timeout\"",
+        "\"admission_timeout\"",
+    ] {
+        let line = relay_log
+            .lines()
+            .find(|l| l.contains(reason))
+            .unwrap_or_else(|| panic!("no {reason} in the relay's log:\n{relay_log}"));
+        println!("the relay logged: {line}");
+    }
     // The victim never heard of a stranger: it saw ana and the member come,
     // and the member go, no one else.
     let log = s.db.log_text();
@@ -613,6 +629,24 @@ fn single_envelope(stream: u32, msgs: &[Message]) -> Vec<u8> {
     env.extend_from_slice(&1u32.to_be_bytes());
     env.extend_from_slice(&encode_batch(msgs));
     env
+}
+
+/// `text` without its terminal colour codes (`ESC [ … m`).
+fn plain(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for d in chars.by_ref() {
+                if d == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 fn count_lines(text: &str, needle: &str) -> usize {
