@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use cue_core::disk::{FileSystem, Scope};
 use cue_core::frontmatter::{self, FmValue};
+use cue_core::workspace::{NotWritten, NotWrittenReason, PoisonReason, RepairAction};
 use cue_core::{SyncPath, Workspace};
 use jiff::tz::TimeZone;
 use jiff::Timestamp;
@@ -470,12 +471,12 @@ pub fn status(cwd: &Path, json: bool) -> Result<()> {
     let deleted = entries.iter().filter(|e| e.deleted.is_some()).count();
     let trash = s.ws.trash(disk::now_ms())?.len();
     let missing = s.ws.missing_docs();
-    let plan = {
+    let (behind, not_written) = {
         let fs = RealFs::new(&s.layout, &s.filters);
-        s.ws.plan(&|p| fs.keeps(p))?
+        let keeps = |p: &SyncPath| fs.keeps(p);
+        let behind = s.ws.plan(&keeps)?.ops.len();
+        (behind, s.ws.not_written(&keeps))
     };
-    let behind = plan.ops.len();
-    let unplaced: Vec<String> = plan.unplaced.iter().map(|u| u.to_string()).collect();
     if json {
         let out = json!({
             "workspace_id": meta.workspace_id.to_hex(),
@@ -489,7 +490,7 @@ pub fn status(cwd: &Path, json: bool) -> Result<()> {
             "unrecorded": {"created": pending.created, "edited": pending.edited, "removed": pending.removed,
                 "renamed": pending.renamed.iter().map(|(a, b)| json!({"from": a, "to": b})).collect::<Vec<_>>()},
             "skipped": pending.skipped.iter().map(|k| k.to_string()).collect::<Vec<_>>(),
-            "not_placed": unplaced,
+            "not_written": not_written.iter().map(not_written_json).collect::<Vec<_>>(),
             "relay": s.config.sync.relay.url,
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
@@ -529,8 +530,120 @@ pub fn status(cwd: &Path, json: bool) -> Result<()> {
     for sk in &pending.skipped {
         println!("  not synced: {sk}");
     }
-    for u in &unplaced {
-        println!("  from peers, not written: {u}");
+    print_not_written(&not_written);
+    Ok(())
+}
+
+/// How many files a summary names before it says "and N more".
+const SHOWN_MAX: usize = 5;
+
+fn not_written_json(n: &NotWritten) -> serde_json::Value {
+    let reason = match &n.reason {
+        NotWrittenReason::Unsafe(_) => "unsafe_path",
+        NotWrittenReason::NotIncluded => "not_included",
+    };
+    json!({"path": n.path, "file_id": n.file.to_hex(), "reason": reason, "why": n.reason.to_string()})
+}
+
+/// Files in the documents that are not on this disk, by reason: a count and
+/// the first few of each, so 3,000 junk entries from a peer are five lines.
+fn print_not_written(all: &[NotWritten]) {
+    let outside: Vec<&NotWritten> = all
+        .iter()
+        .filter(|n| n.reason == NotWrittenReason::NotIncluded)
+        .collect();
+    let unsafe_: Vec<&NotWritten> = all
+        .iter()
+        .filter(|n| n.reason != NotWrittenReason::NotIncluded)
+        .collect();
+    if !outside.is_empty() {
+        println!(
+            "  not written here: {} file(s) outside this peer's sync.include (other members sync them):",
+            outside.len()
+        );
+        print_some(&outside, |n| format!("    {}", n.path));
+    }
+    if !unsafe_.is_empty() {
+        println!(
+            "  not written on any peer: {} file(s) from peers with unsafe names (`cue repair` drops them):",
+            unsafe_.len()
+        );
+        // The path error names the path.
+        print_some(&unsafe_, |n| match &n.reason {
+            NotWrittenReason::Unsafe(e) => format!("    {e}"),
+            NotWrittenReason::NotIncluded => format!("    {}", n.path),
+        });
+    }
+}
+
+fn print_some<T>(items: &[T], line: impl Fn(&T) -> String) {
+    for item in items.iter().take(SHOWN_MAX) {
+        println!("{}", line(item));
+    }
+    if items.len() > SHOWN_MAX {
+        println!(
+            "    ... and {} more (`cue status --json` lists all)",
+            items.len() - SHOWN_MAX
+        );
+    }
+}
+
+/// Drops poisoned index entries (see [`Workspace::repair`]): paths no peer
+/// can write, and entries whose document never arrived. The fix is an edit
+/// of the index, so it syncs to every peer.
+pub fn repair(cwd: &Path, dry_run: bool, json: bool) -> Result<()> {
+    let mut s = open(cwd)?;
+    s.record()?;
+    let found = if dry_run {
+        s.ws.poisoned()?
+    } else {
+        let done = s.ws.repair(disk::now_ms())?;
+        s.checkout("repairing")?;
+        done
+    };
+    if json {
+        let out: Vec<_> = found
+            .iter()
+            .map(|p| {
+                let (action, to) = match &p.action {
+                    RepairAction::Drop => ("drop", None),
+                    RepairAction::MoveBack(to) => ("move_back", Some(to.to_string())),
+                };
+                let reason = match p.reason {
+                    PoisonReason::UnsafePath(_) => "unsafe_path",
+                    PoisonReason::NoDocument => "no_document",
+                };
+                json!({"path": p.path, "file_id": p.file.to_hex(), "reason": reason,
+                    "why": p.reason.to_string(), "action": action, "to": to, "done": !dry_run})
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    if found.is_empty() {
+        println!("Nothing to repair: every file in the index can be written.");
+        return Ok(());
+    }
+    let verb = if dry_run { "Would drop" } else { "Dropped" };
+    println!(
+        "{verb} {} poisoned index entr{}:",
+        found.len(),
+        if found.len() == 1 { "y" } else { "ies" }
+    );
+    for p in &found {
+        match &p.action {
+            RepairAction::Drop => println!("  drop       {:?}: {}", p.path, p.reason),
+            RepairAction::MoveBack(to) => {
+                println!("  move back  {:?} -> {to}: {}", p.path, p.reason)
+            }
+        }
+    }
+    if dry_run {
+        println!(
+            "Run `cue repair` without --dry-run to drop them; the change syncs to every peer."
+        );
+    } else {
+        println!("Dropped entries are in the trash; the change syncs to every peer.");
     }
     Ok(())
 }

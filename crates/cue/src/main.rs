@@ -139,7 +139,23 @@ enum Command {
     /// Bring a deleted file back (path relative to .cuedeck/, e.g. docs/old.md).
     Restore { path: String },
     /// What the workspace holds and which on-disk edits are not recorded yet.
+    /// Also lists files in the documents that are not written here: outside
+    /// this peer's `sync.include`, or with names no peer may write.
     Status {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Drop poisoned index entries: files a peer named with a path no peer
+    /// may write (`../x`, `CON.md`, `.git/…`), and files whose document
+    /// never arrived. Each is tombstoned as a deletion by you (a file a peer
+    /// moved to such a name is moved back to its name on this disk), so the
+    /// fix syncs to every peer; a document that arrives later brings its
+    /// file back.
+    Repair {
+        /// Only list what would be dropped.
+        #[arg(long)]
+        dry_run: bool,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -329,6 +345,7 @@ fn main() -> ExitCode {
         Command::Trash(TrashCommand::List { json }) => commands::trash_list(&cwd, json),
         Command::Restore { path } => commands::restore(&cwd, &path),
         Command::Status { json } => commands::status(&cwd, json),
+        Command::Repair { dry_run, json } => commands::repair(&cwd, dry_run, json),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -169,6 +169,12 @@ fn report_unplaced(applied: &Applied) {
             applied.unplaced.len()
         );
     }
+    if let Some(first) = applied.not_kept.first() {
+        eprintln!(
+            "note: {} file(s) from peers are outside this peer's sync.include and are not written here (first: {first}); `cue status` lists them",
+            applied.not_kept.len()
+        );
+    }
 }
 
 fn progress_bar(label: &str) -> ProgressBar {

@@ -67,6 +67,9 @@ pub struct Applied {
     /// Files the plan could not place at all (an unsafe path from a peer...),
     /// newly found by this plan.
     pub unplaced: Vec<crate::workspace::Unplaced>,
+    /// Files placed outside what this peer keeps (its `sync.include`), seen
+    /// for the first time since they last changed: kept in the documents only.
+    pub not_kept: Vec<SyncPath>,
 }
 
 /// Whether the file at `path` still holds what was last recorded there
@@ -101,6 +104,7 @@ pub fn checkout<S: Store, F: FileSystem>(
     let plan = ws.plan(&|p| fs.keeps(p))?;
     let mut applied = Applied {
         unplaced: plan.unplaced,
+        not_kept: plan.not_kept,
         ..Applied::default()
     };
     let total = plan.ops.len() as u64;

@@ -38,6 +38,11 @@ pub struct Plan {
     pub ops: Vec<DiskOp>,
     /// Files that cannot be written anywhere (an unsafe path from a peer...).
     pub unplaced: Vec<Unplaced>,
+    /// Files this plan looked at that are placed where this peer keeps
+    /// nothing (a project file outside its `sync.include`): they stay in the
+    /// documents only. Only files whose place or document changed since the
+    /// last plan, so each is reported once, not on every plan.
+    pub not_kept: Vec<SyncPath>,
 }
 
 /// Renderings of received files kept for a later plan, at most.
@@ -61,8 +66,13 @@ impl<S: Store> Workspace<S> {
         let mut removes = Vec::new();
         let mut writes = Vec::new();
         let mut clean = Vec::new();
+        let mut not_kept = Vec::new();
         for id in ids {
-            let placed = self.layout.place_of(&id).filter(|p| keeps(p)).cloned();
+            let place = self.layout.place_of(&id);
+            if let Some(p) = place.filter(|p| !keeps(p)) {
+                not_kept.push(p.clone());
+            }
+            let placed = place.filter(|p| keeps(p)).cloned();
             let lf = self.local.get(&id);
             let mut pending = false;
             // A file a peer moved to a name that cannot be written stays
@@ -161,9 +171,11 @@ impl<S: Store> Workspace<S> {
                 self.dirty.remove(&id);
             }
         }
+        not_kept.sort();
         Ok(Plan {
             ops,
             unplaced: self.unplaced(),
+            not_kept,
         })
     }
 

@@ -27,6 +27,7 @@ mod layout;
 mod local;
 mod record;
 mod remote;
+mod repair;
 mod trash;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -46,6 +47,7 @@ pub use checkout::{DiskOp, Plan};
 pub use docs::CACHE_DOCS;
 pub use exchange::ImportReport;
 pub use record::NewFile;
+pub use repair::{PoisonReason, Poisoned, RepairAction};
 pub use trash::TrashEntry;
 
 use docs::Docs;
@@ -113,6 +115,34 @@ pub struct Unplaced {
 impl std::fmt::Display for Unplaced {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "not writing file {}: {}", self.file, self.reason)
+    }
+}
+
+/// Why a live file the documents hold is not on this peer's disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotWrittenReason {
+    /// Its path, from a peer, is unsafe or not portable: no peer writes it.
+    Unsafe(PathError),
+    /// It is a project file (`project/…`) that this peer's `sync.include`
+    /// globs do not match: other members sync it, this peer only keeps it
+    /// in the documents.
+    NotIncluded,
+}
+
+/// A live file that is in the documents but not written here, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotWritten {
+    pub file: FileId,
+    pub path: String,
+    pub reason: NotWrittenReason,
+}
+
+impl std::fmt::Display for NotWrittenReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NotWrittenReason::Unsafe(e) => write!(f, "not safe to write: {e}"),
+            NotWrittenReason::NotIncluded => f.write_str("outside this peer's sync.include globs"),
+        }
     }
 }
 
@@ -341,6 +371,35 @@ impl<S: Store> Workspace<S> {
     /// Files the index names that cannot be placed on any disk.
     pub fn unplaced(&self) -> Vec<Unplaced> {
         self.layout.unplaced().cloned().collect()
+    }
+
+    /// Live files this peer does not write, in path order: those whose path
+    /// is unsafe (on every peer), and those placed where `keeps` (see
+    /// [`crate::disk::FileSystem::keeps`]) says this peer keeps nothing.
+    /// Reads the layout only (no document loads): for `cue status`.
+    pub fn not_written(&self, keeps: &dyn Fn(&SyncPath) -> bool) -> Vec<NotWritten> {
+        let mut out: Vec<NotWritten> = self
+            .layout
+            .unplaced()
+            .map(|u| NotWritten {
+                file: u.file,
+                path: u.path.clone(),
+                reason: NotWrittenReason::Unsafe(u.reason.clone()),
+            })
+            .collect();
+        out.extend(
+            self.layout
+                .placed()
+                .iter()
+                .filter(|(path, _)| !keeps(path))
+                .map(|(path, id)| NotWritten {
+                    file: *id,
+                    path: path.to_string(),
+                    reason: NotWrittenReason::NotIncluded,
+                }),
+        );
+        out.sort_by(|a, b| a.path.cmp(&b.path).then(a.file.cmp(&b.file)));
+        out
     }
 
     /// Records (staged) what is now on disk for one file.

@@ -519,6 +519,17 @@ impl Daemon {
                 applied.unplaced.len()
             ));
         }
+        // Not a problem (other members may sync project files this peer does
+        // not include), but a member could use it to plant files: say so once.
+        if let Some(first) = applied.not_kept.first() {
+            let line = format!(
+                "{} file(s) from peers are outside this peer's sync.include and are not written here (first: {first}); `cue status` lists them",
+                applied.not_kept.len()
+            );
+            if self.reported.insert(line.clone()) {
+                warn!("{line}");
+            }
+        }
         // Not for files that cannot be placed (an unsafe path from a peer):
         // planning again every 2 s cannot change that, a new change can.
         self.retry_writes = (!applied.refused.is_empty()).then(|| Instant::now() + RETRY_WRITES);

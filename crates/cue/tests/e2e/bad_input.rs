@@ -8,156 +8,15 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use cue_core::doc::{Author, FileDoc, IndexDoc};
-use cue_core::store::{DocKey, MemStore};
-use cue_core::sync::message::{pack, Message};
-use cue_core::sync::{SyncEngine, WorkspaceKey};
-use cue_core::{FileId, Workspace};
+use cue_core::store::DocKey;
+use cue_core::sync::message::Message;
+use cue_core::sync::WorkspaceKey;
+use cue_core::FileId;
 use cue_wire::{Frame, FrameKind, Header, PeerId};
-use futures_util::{SinkExt, StreamExt};
-use tokio_tungstenite::tungstenite::Message as WsMessage;
 
-use crate::livekit::{clone_live, invite, join_room, wait_until, Daemon, Relay, Ws};
+use crate::hostilekit::{deflate_bomb, workspace_key, Hostile};
+use crate::livekit::{clone_live, invite, wait_until, Daemon, Relay};
 use crate::testkit::Peer;
-
-/// A client in the room that holds the workspace key but not our code: it
-/// can seal frames, so the peers have to judge what is inside.
-struct Hostile {
-    rt: tokio::runtime::Runtime,
-    ws: Ws,
-    key: WorkspaceKey,
-    /// The room joined; stays put when a case swaps `key`.
-    room: cue_wire::RoomId,
-    me: PeerId,
-    replica: Workspace<MemStore>,
-    engine: SyncEngine,
-    seq: u32,
-}
-
-impl Hostile {
-    fn join(relay: &Relay, key: WorkspaceKey) -> Hostile {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap_or_else(|e| panic!("{e}"));
-        // It holds the key, so it passes admission; its peer id is the one
-        // the relay assigns.
-        let (ws, me, welcome) = rt.block_on(join_room(&relay.url(), &key));
-        let mut rng = rand::rng();
-        let mut replica = Workspace::join(MemStore::default(), "mallory", &mut rng)
-            .unwrap_or_else(|e| panic!("{e}"));
-        let engine = SyncEngine::new(&mut replica, &key, me, [6; 32], 0, i64::MAX)
-            .unwrap_or_else(|e| panic!("{e}"));
-        let mut h = Hostile {
-            rt,
-            ws,
-            room: key.room_id(),
-            key,
-            me,
-            replica,
-            engine,
-            seq: 1000,
-        };
-        // Sync like an honest peer first, to learn the index it will forge.
-        let out = h
-            .engine
-            .on_frame(&mut h.replica, &welcome, 1)
-            .unwrap_or_else(|e| panic!("{e}"));
-        for f in out.frames {
-            h.send_raw(f.encode());
-        }
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while h.replica.workspace_id().is_none() || h.replica.missing_docs() > 0 {
-            assert!(std::time::Instant::now() < deadline, "hostile never synced");
-            let Some(bytes) = h.recv(Duration::from_millis(500)) else {
-                continue;
-            };
-            let out = h
-                .engine
-                .on_frame(&mut h.replica, &bytes, 1)
-                .unwrap_or_else(|e| panic!("{e}"));
-            for f in out.frames {
-                h.send_raw(f.encode());
-            }
-        }
-        h
-    }
-
-    fn recv(&mut self, wait: Duration) -> Option<Vec<u8>> {
-        let ws = &mut self.ws;
-        self.rt.block_on(async {
-            match tokio::time::timeout(wait, ws.next()).await {
-                Ok(Some(Ok(WsMessage::Binary(b)))) => Some(b.to_vec()),
-                _ => None,
-            }
-        })
-    }
-
-    fn send_raw(&mut self, bytes: Vec<u8>) {
-        let ws = &mut self.ws;
-        self.rt
-            .block_on(ws.send(WsMessage::binary(bytes)))
-            .unwrap_or_else(|e| panic!("hostile send: {e}"));
-    }
-
-    /// Seals `msgs` properly and broadcasts them.
-    fn broadcast(&mut self, msgs: &[Message]) {
-        for env in pack(msgs, &mut self.seq) {
-            let header = Header {
-                kind: FrameKind::Broadcast,
-                room: self.room,
-                sender: self.me,
-                recipient: PeerId::ZERO,
-            };
-            let payload = self.key.sealer().seal(&header, &env, [9; 24]);
-            self.send_raw(Frame { header, payload }.encode());
-        }
-    }
-
-    /// Broadcasts an index change that adds a file at `path` (any string),
-    /// with a document holding `text`.
-    fn forge_file(&mut self, path: &str, text: &str) {
-        let bundle = self
-            .replica
-            .export_bundle()
-            .unwrap_or_else(|e| panic!("{e}"));
-        let bundle = cue_core::bundle::Bundle::decode(&bundle).unwrap_or_else(|e| panic!("{e}"));
-        let index_bytes = bundle
-            .docs
-            .iter()
-            .find(|(k, _)| *k == DocKey::Index)
-            .map(|(_, b)| b.clone())
-            .unwrap_or_default();
-        let actor = automerge::ActorId::from([0x66u8; 16]);
-        let mut index =
-            IndexDoc::load(&[index_bytes], actor.clone()).unwrap_or_else(|e| panic!("{e}"));
-        let before = index.heads();
-        let id = FileId([0x77; 16]);
-        let author = Author {
-            member: "mallory",
-            now_ms: 1,
-        };
-        index
-            .add_file(id, path, &author)
-            .unwrap_or_else(|e| panic!("{e}"));
-        let mut file = FileDoc::create(actor, id, text, &author).unwrap_or_else(|e| panic!("{e}"));
-        let msgs = [
-            Message::Change {
-                id: 1,
-                doc: DocKey::File(id),
-                deps: Vec::new(),
-                bytes: file.save(),
-            },
-            Message::Change {
-                id: 2,
-                doc: DocKey::Index,
-                deps: before.clone(),
-                bytes: index.save_after(&before),
-            },
-        ];
-        self.broadcast(&msgs);
-    }
-}
 
 fn alive(d: &mut Daemon) -> bool {
     d.is_running()
@@ -186,10 +45,7 @@ fn every_bad_input_gets_a_clear_error_and_loses_nothing() {
     let b = clone_live(&invite(&a, &relay.url()), "bo", &[]);
     let mut db = Daemon::start(&b, &relay.url(), &[]);
     db.wait_log("1 other peer(s) online");
-    let key_hex = a.read("sync/key");
-    let mut key = [0u8; 32];
-    hex::decode_to_slice(key_hex.trim(), &mut key).unwrap_or_else(|e| panic!("{e}"));
-    let key = WorkspaceKey::from_bytes(key);
+    let key = workspace_key(&a);
     let pwned = format!("cue-pwned-{}", std::process::id());
 
     // Each action returns the hostile client, kept connected until the case is
@@ -385,29 +241,4 @@ fn every_bad_input_gets_a_clear_error_and_loses_nothing() {
             "{name}'s daemon peaked at {peak_kb} kB"
         );
     }
-}
-
-/// A compressed automerge change (chunk type 2) that inflates to 1 GiB of
-/// zeros from about 1 MB.
-fn deflate_bomb() -> Vec<u8> {
-    use std::io::Write;
-    let mut enc = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
-    let block = vec![0u8; 1 << 20];
-    for _ in 0..1024 {
-        enc.write_all(&block).unwrap_or_else(|e| panic!("{e}"));
-    }
-    let data = enc.finish().unwrap_or_else(|e| panic!("{e}"));
-    let mut out = vec![0x85, 0x6f, 0x4a, 0x83, 0, 0, 0, 0, 2];
-    let mut len = data.len();
-    loop {
-        let b = (len & 0x7f) as u8;
-        len >>= 7;
-        if len == 0 {
-            out.push(b);
-            break;
-        }
-        out.push(b | 0x80);
-    }
-    out.extend_from_slice(&data);
-    out
 }

@@ -71,6 +71,8 @@ pub struct Relay {
     child: Child,
     pub addr: String,
     args: Vec<String>,
+    /// The relay's own log (its stderr, INFO and up), kept if a test fails.
+    pub log: PathBuf,
 }
 
 impl Relay {
@@ -79,12 +81,14 @@ impl Relay {
     }
 
     fn start_on(listen: &str, args: &[&str]) -> Relay {
+        let log = log_path("relay");
+        let file = std::fs::File::create(&log).unwrap_or_else(|e| panic!("{e}"));
         let mut child = Command::new(relay_bin())
             .args(["--listen", listen])
             .args(args)
             .env_remove("RUST_LOG")
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(file)
             .spawn()
             .unwrap_or_else(|e| panic!("starting cue-relay: {e}"));
         let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
@@ -103,7 +107,12 @@ impl Relay {
             child,
             addr,
             args: args.iter().map(|s| s.to_string()).collect(),
+            log,
         }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     pub fn url(&self) -> String {
@@ -142,7 +151,27 @@ impl Drop for Relay {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("--- {} ---\n{}", self.log.display(), self.log_text());
+        } else {
+            let _ = std::fs::remove_file(&self.log);
+        }
     }
+}
+
+/// A fresh log file for `name`, outside every peer's folder (which may be a
+/// tiny full disk).
+fn log_path(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join("cue-e2e-logs");
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+    dir.join(format!(
+        "{name}-{}-{}.log",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+    ))
 }
 
 /// A running `cue watch --sync`.
@@ -153,19 +182,8 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn start(peer: &Peer, relay: &str, extra: &[&str]) -> Daemon {
-        // Outside the peer's folder (which may be a tiny full disk); removed
-        // unless the test fails.
-        let dir = std::env::temp_dir().join("cue-e2e-logs");
-        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
-        let log = dir.join(format!(
-            "{}-{}-{}.log",
-            peer.member,
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or(0)
-        ));
+        // Removed unless the test fails.
+        let log = log_path(&peer.member);
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)

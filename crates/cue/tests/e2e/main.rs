@@ -6,6 +6,8 @@ mod testkit;
 mod bad_input;
 mod chaos;
 mod exchange;
+mod hostile;
+mod hostilekit;
 mod live;
 mod livekit;
 mod secrets;
