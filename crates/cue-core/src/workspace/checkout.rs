@@ -119,8 +119,24 @@ impl<S: Store> Workspace<S> {
         }
         removes.sort_by(|a, b| op_path(a).cmp(op_path(b)));
         writes.sort_by(|a, b| a.path.cmp(&b.path));
+        let written_ids: Vec<FileId> = writes.iter().map(|w| w.id).collect();
         let mut ops = removes;
-        for w in writes {
+        // Documents not rendered yet are loaded on every core, as many at a
+        // time as the cache keeps (a bundle clone or a long catch-up writes
+        // thousands of files; one load after another was most of its time).
+        let mut loaded_up_to = 0;
+        for (n, w) in writes.into_iter().enumerate() {
+            if n == loaded_up_to {
+                let rendered = &self.rendered;
+                let ids: Vec<FileId> = written_ids[n..]
+                    .iter()
+                    .take(super::CACHE_DOCS / 2)
+                    .filter(|id| !rendered.contains_key(id))
+                    .copied()
+                    .collect();
+                loaded_up_to = (n + super::CACHE_DOCS / 2).min(written_ids.len());
+                self.docs.prefetch(&ids)?;
+            }
             let fresh = self
                 .rendered
                 .remove(&w.id)
