@@ -96,6 +96,7 @@ pub fn init(cwd: &Path, name: Option<String>, member: Option<String>) -> Result<
     Workspace::create(store, &name, &member, disk::now_ms(), &mut rand::rng())?;
     crate::sync::key::ensure_key(&layout)?;
     let mut s = open_at(layout)?;
+    crate::sync::members::publish_own_key(&s.layout, &mut s.ws)?;
     let changes = s.record()?;
     let meta = s.ws.meta()?;
     println!(
@@ -343,6 +344,7 @@ pub fn clone(cwd: &Path, source: &Path, dir: &Path, member: Option<String>) -> R
     )?;
     config::secure(&layout.config_path())?;
     let mut s = open_at(layout)?;
+    crate::sync::members::publish_own_key(&s.layout, &mut s.ws)?;
     let applied = s.checkout("cloning")?;
     println!(
         "Cloned workspace {:?} into {}: {} files.",
@@ -372,7 +374,7 @@ fn parse_since(s: &str) -> Result<i64> {
     Ok(n.saturating_mul(mult))
 }
 
-fn format_time(time_s: i64) -> String {
+pub(crate) fn format_time(time_s: i64) -> String {
     // UTC, without a date library: civil-from-days (Howard Hinnant's algorithm).
     let days = time_s.div_euclid(86_400);
     let secs = time_s.rem_euclid(86_400);

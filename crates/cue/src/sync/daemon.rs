@@ -9,15 +9,17 @@
 //! then acknowledge. A crash between any two steps loses nothing: what was
 //! committed is sent or written again after a restart.
 
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use cue_core::sync::{SyncEngine, SyncProblem, WorkspaceKey};
+use cue_core::sync::{Beacon, MemberSecret, Rotation, SyncEngine, SyncProblem, WorkspaceKey};
 use cue_wire::PeerId;
 use tokio::sync::mpsc as tmpsc;
 use tracing::{info, warn};
 
+use super::members::{self, Step};
 use super::net::{self, RelayTarget};
 use super::status::{self, DaemonStatus, PeerStatus};
 use crate::disk;
@@ -41,6 +43,9 @@ pub enum Event {
     Disk(DiskChange),
     /// A frame from the relay.
     Frame(Vec<u8>),
+    /// A frame from the relay, on the beacon's connection to the room of a
+    /// workspace key this peer rotated away from.
+    BeaconFrame(Vec<u8>),
     Connected,
     Disconnected,
     /// The relay could not be reached (retrying).
@@ -104,14 +109,36 @@ pub struct Daemon {
     /// Problems already logged: a file that cannot sync is reported once,
     /// not at every scan.
     reported: std::collections::HashSet<String>,
+    /// The workspace key this peer syncs under now (it changes when a member
+    /// is removed), and what is needed to move to the next one.
+    key: WorkspaceKey,
+    rotation: Option<Rotating>,
+    target: RelayTarget,
+    events: mpsc::Sender<Event>,
+    /// Which relay connection is the current one: events of an older one
+    /// (the room of a key rotated away from) are dropped.
+    link: Arc<AtomicU64>,
+    beacon: Option<(Beacon, tmpsc::UnboundedSender<Vec<u8>>)>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    max_offline_ms: i64,
 }
 
-/// Starts the network thread; the returned sender is how frames leave.
-fn start_network(
+/// What a member needs to follow key rotations (not a clone in progress).
+struct Rotating {
+    member: String,
+    secret: MemberSecret,
+}
+
+/// Starts one relay connection (a "link") in its own thread; the returned
+/// sender is how frames leave. Its events reach `events` while `link` is the
+/// current one (`current`); a beacon's (`beacon`) only as beacon frames.
+fn start_link(
     target: RelayTarget,
     key: &WorkspaceKey,
     events: mpsc::Sender<Event>,
-    handle_signals: bool,
+    link: u64,
+    current: Arc<AtomicU64>,
+    beacon: bool,
 ) -> Result<(tmpsc::UnboundedSender<Vec<u8>>, std::thread::JoinHandle<()>)> {
     let (out_tx, out_rx) = tmpsc::unbounded_channel();
     let admission = key.admission_key();
@@ -119,22 +146,48 @@ fn start_network(
         .enable_all()
         .build()
         .context("starting the network runtime")?;
+    let (link_tx, link_rx) = mpsc::channel();
+    std::thread::Builder::new()
+        .name("cue-link".into())
+        .spawn(move || {
+            for event in link_rx {
+                let event = match (beacon, event) {
+                    (true, Event::Frame(bytes)) => Event::BeaconFrame(bytes),
+                    (true, _) => continue,
+                    (false, e) if current.load(Ordering::SeqCst) == link => e,
+                    (false, _) => continue,
+                };
+                if events.send(event).is_err() {
+                    return;
+                }
+            }
+        })
+        .context("starting the link thread")?;
     let thread = std::thread::Builder::new()
         .name("cue-net".into())
         .spawn(move || {
-            rt.block_on(async move {
-                if handle_signals {
-                    spawn_signal_handler(events.clone());
-                }
-                net::run(target, admission, events, out_rx).await;
-            });
+            rt.block_on(net::run(target, admission, link_tx, out_rx));
         })
         .context("starting the network thread")?;
     Ok((out_tx, thread))
 }
 
-fn spawn_signal_handler(events: mpsc::Sender<Event>) {
-    tokio::spawn(async move {
+/// Ctrl-C and SIGTERM become a Shutdown event, from a thread of their own
+/// (relay connections come and go with key rotations).
+fn start_signal_thread(events: mpsc::Sender<Event>) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the signal runtime")?;
+    std::thread::Builder::new()
+        .name("cue-signals".into())
+        .spawn(move || rt.block_on(wait_for_signal(events)))
+        .context("starting the signal thread")?;
+    Ok(())
+}
+
+async fn wait_for_signal(events: mpsc::Sender<Event>) {
+    {
         #[cfg(unix)]
         {
             use tokio::signal::unix::{signal, SignalKind};
@@ -149,7 +202,7 @@ fn spawn_signal_handler(events: mpsc::Sender<Event>) {
         #[cfg(not(unix))]
         let _ = tokio::signal::ctrl_c().await;
         let _ = events.send(Event::Shutdown);
-    });
+    }
 }
 
 /// Prints a progress line. `println!` panics when stdout fails (a log file
@@ -217,8 +270,23 @@ pub fn run(
     if engine.status().full_resync {
         info!("offline longer than sync.max_offline_days: every document will be compared");
     }
-
-    let (out, net_thread) = start_network(target.clone(), key, tx.clone(), watching)?;
+    // A member (not a clone still arriving) follows key rotations: it needs
+    // its own key pair, published in the index for the others to seal to.
+    let rotation = if watching {
+        let _lock = WriteLock::acquire(&session.layout.sync_dir())?;
+        members::publish_own_key(&session.layout, &mut session.ws)?;
+        Some(Rotating {
+            member: crate::session::member_name(None, &session.config),
+            secret: super::key::ensure_member_secret(&session.layout)?,
+        })
+    } else {
+        None
+    };
+    if watching {
+        start_signal_thread(tx.clone())?;
+    }
+    let link = Arc::new(AtomicU64::new(1));
+    let (out, net_thread) = start_link(target.clone(), key, tx.clone(), 1, link.clone(), false)?;
     let ticker = tx.clone();
     std::thread::Builder::new()
         .name("cue-tick".into())
@@ -228,7 +296,6 @@ pub fn run(
             }
         })
         .context("starting the tick thread")?;
-    drop(tx);
 
     let now = disk::now_ms();
     let mut daemon = Daemon {
@@ -240,7 +307,7 @@ pub fn run(
             last_problem: problem,
             ..DaemonStatus::default()
         },
-        relay: target.url,
+        relay: target.url.clone(),
         session,
         engine,
         status_written: None,
@@ -252,14 +319,27 @@ pub fn run(
         saw_peer: false,
         verbose,
         reported: std::collections::HashSet::new(),
+        key: key.clone(),
+        rotation,
+        target,
+        events: tx,
+        link,
+        beacon: None,
+        threads: vec![net_thread],
+        max_offline_ms,
     };
     daemon.write_status(true);
-    let result = daemon.event_loop(&rx, &mode);
-    // Closing the channel makes the network task send a Close and end.
+    let result = daemon
+        .start_rotation()
+        .and_then(|()| daemon.event_loop(&rx, &mode));
+    // Closing the channels makes the network tasks send a Close and end.
     daemon.out = None;
+    daemon.beacon = None;
     daemon.status.connected = false;
     daemon.write_status(true);
-    let _ = net_thread.join();
+    for t in daemon.threads.drain(..) {
+        let _ = t.join();
+    }
     result
 }
 
@@ -355,6 +435,13 @@ impl Daemon {
             }
             Event::Disk(DiskChange::Everything) => self.on_disk(Scope::All)?,
             Event::Frame(bytes) => self.on_frame(&bytes, mode)?,
+            Event::BeaconFrame(bytes) => {
+                if let Some((beacon, out)) = &mut self.beacon {
+                    for f in beacon.on_frame(&bytes) {
+                        let _ = out.send(f.encode());
+                    }
+                }
+            }
             Event::Connected => {
                 self.status.connected = true;
                 self.status.last_problem = None;
@@ -424,7 +511,9 @@ impl Daemon {
         self.session = open_session(layout)?;
         let out = self.engine.local_changes(&mut self.session.ws)?;
         self.send(out.frames);
-        Ok(())
+        // `cue member remove` may have written a rotation record: it has
+        // just been sent to the old room, and this peer moves now.
+        self.follow(Vec::new())
     }
 
     fn on_disk(&mut self, scope: Scope<'_>) -> Result<()> {
@@ -479,6 +568,152 @@ impl Daemon {
             self.write_received()?;
         }
         self.send(out.frames);
+        if out.changed || !out.rotations.is_empty() {
+            self.follow(out.rotations)?;
+        }
+        Ok(())
+    }
+
+    /// At start: follow the rotations the index already holds (made while
+    /// this peer was stopped, or brought by a bundle), then keep a beacon in
+    /// the room this peer last rotated away from, for as long as a member
+    /// offline since could still come back there (`sync.max_offline_days`).
+    fn start_rotation(&mut self) -> Result<()> {
+        if self.rotation.is_none() {
+            return Ok(());
+        }
+        self.follow(Vec::new())?;
+        if self.beacon.is_some() {
+            return Ok(());
+        }
+        let Some(previous) = super::key::read_previous_key(&self.session.layout)? else {
+            return Ok(());
+        };
+        let room = self.key.room_id();
+        let records = self.session.ws.rotations()?;
+        let current = records.into_iter().find_map(|(_, bytes)| {
+            Rotation::decode_verified(&bytes, &previous)
+                .ok()
+                .filter(|r| r.new_room == room)
+                .map(|r| (r.at_ms, bytes))
+        });
+        if let Some((at_ms, record)) = current {
+            if disk::now_ms() - at_ms < self.max_offline_ms {
+                self.start_beacon(&previous, record)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves this peer along the rotation records it knows (in the index, or
+    /// `received` from a beacon), one epoch at a time. A record that is not
+    /// from a member, or malformed, is refused with one log line.
+    fn follow(&mut self, received: Vec<Vec<u8>>) -> Result<()> {
+        let Some(rotating) = &self.rotation else {
+            return Ok(());
+        };
+        let member = rotating.member.clone();
+        let secret = rotating.secret.clone();
+        let mut received_records = Vec::new();
+        for bytes in received {
+            match Rotation::decode(&bytes) {
+                Ok(r) => received_records.push((r.epoch, bytes)),
+                Err(e) => self.report(&format!("a peer sent a rotation record that was refused: {e}")),
+            }
+        }
+        loop {
+            let mut records = self.session.ws.rotations()?;
+            records.extend(received_records.iter().cloned());
+            let mut refused = Vec::new();
+            let step = members::next_step(&records, &self.key, &member, &secret, &mut refused);
+            for r in refused {
+                self.report(&r);
+            }
+            match step {
+                Step::Stay => return Ok(()),
+                Step::Removed { epoch, by } => {
+                    self.report(&format!(
+                        "this member ({member}) was removed from the workspace by {by} (key epoch {epoch}): the others moved to a new key and room, and nothing they write reaches this peer any more"
+                    ));
+                    return Ok(());
+                }
+                Step::NoCopy { epoch, by } => {
+                    self.report(&format!(
+                        "{by} moved the workspace to a new key (epoch {epoch}) with no copy this member can open (no key of {member} was published then); ask a member for a new join code (`cue sync invite`) and run `cue sync join` here"
+                    ));
+                    return Ok(());
+                }
+                Step::Move {
+                    key,
+                    epoch,
+                    record,
+                    by,
+                    removed,
+                } => self.switch(key, epoch, record, &by, &removed)?,
+            }
+        }
+    }
+
+    /// Moves to `key`: the key file, a new relay connection in the new room
+    /// (a fresh engine: peers and sync sessions start over), and a beacon in
+    /// the old room that hands `record` to members who come back there.
+    fn switch(
+        &mut self,
+        key: WorkspaceKey,
+        epoch: u32,
+        record: Vec<u8>,
+        by: &str,
+        removed: &str,
+    ) -> Result<()> {
+        let old = std::mem::replace(&mut self.key, key);
+        super::key::rotate_key(&self.session.layout, &old, &self.key)?;
+        // What was queued for the old room (the record itself, if this peer
+        // made it) still leaves before that connection closes.
+        self.out = None;
+        let link = self.link.fetch_add(1, Ordering::SeqCst) + 1;
+        let seed = random_seed()?;
+        let mut peer = [0u8; 16];
+        peer.copy_from_slice(&seed[..16]);
+        let member = self.session.config.workspace.member.clone().unwrap_or_default();
+        self.engine = SyncEngine::new(
+            &mut self.session.ws,
+            &self.key,
+            PeerId(peer),
+            random_seed()?,
+            disk::now_ms(),
+            self.max_offline_ms,
+        )?;
+        self.engine.set_member(&member);
+        let (out, thread) = start_link(
+            self.target.clone(),
+            &self.key,
+            self.events.clone(),
+            link,
+            self.link.clone(),
+            false,
+        )?;
+        self.out = Some(out);
+        self.threads.push(thread);
+        self.status.connected = false;
+        self.start_beacon(&old, record)?;
+        self.say(&format!(
+            "{by} removed {removed}: moved to the workspace's new key (epoch {epoch}) and its room; a beacon stays in the old room for members who come back there."
+        ));
+        Ok(())
+    }
+
+    fn start_beacon(&mut self, old: &WorkspaceKey, record: Vec<u8>) -> Result<()> {
+        let beacon = Beacon::new(old, record, random_seed()?);
+        let (out, thread) = start_link(
+            self.target.clone(),
+            old,
+            self.events.clone(),
+            0,
+            self.link.clone(),
+            true,
+        )?;
+        self.threads.push(thread);
+        self.beacon = Some((beacon, out));
         Ok(())
     }
 
