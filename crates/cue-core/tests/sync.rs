@@ -376,7 +376,11 @@ fn a_replayed_handshake_from_an_old_session_makes_no_ghost_and_a_fresh_one_count
         }
     }
     assert!(net.peers[0].engine.status().peers.is_empty(), "a ghost");
-    assert!(!answers.is_empty() && answers.len() <= 2, "{} answers", answers.len());
+    assert!(
+        !answers.is_empty() && answers.len() <= 2,
+        "{} answers",
+        answers.len()
+    );
     for f in &answers {
         assert_eq!(f.header.kind, FrameKind::Direct);
         assert!(f.payload.len() < 300, "only a handshake goes to a ghost");

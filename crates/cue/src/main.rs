@@ -345,9 +345,7 @@ fn main() -> ExitCode {
         }
         Command::Trash(TrashCommand::List { json }) => commands::trash_list(&cwd, json),
         Command::Member(MemberCommand::List { json }) => cue::sync::members::list(&cwd, json),
-        Command::Member(MemberCommand::Remove { name }) => {
-            cue::sync::members::remove(&cwd, &name)
-        }
+        Command::Member(MemberCommand::Remove { name }) => cue::sync::members::remove(&cwd, &name),
         Command::Restore { path } => commands::restore(&cwd, &path),
         Command::Status { json } => commands::status(&cwd, json),
     };

@@ -996,7 +996,8 @@ impl SyncEngine {
             }
             self.send_handshake(ws, peer, now_ms);
         }
-        if now_ms - self.last_heartbeat_ms >= HEARTBEAT_MS && self.peers.values().any(|r| r.present) {
+        if now_ms - self.last_heartbeat_ms >= HEARTBEAT_MS && self.peers.values().any(|r| r.present)
+        {
             self.last_heartbeat_ms = now_ms;
             let digest = self.digest(ws);
             let catching_up = self.catching_up(ws);

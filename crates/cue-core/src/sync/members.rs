@@ -177,7 +177,9 @@ impl Rotation {
         let salt = old.derive(SEAL_SALT_INFO);
         for (member, public) in recipients {
             check_name(member)?;
-            let shared = ephemeral.0.diffie_hellman(&x25519_dalek::PublicKey::from(public.0));
+            let shared = ephemeral
+                .0
+                .diffie_hellman(&x25519_dalek::PublicKey::from(public.0));
             let cipher = seal_cipher(&salt, shared.as_bytes(), &rotation.ephemeral, public);
             let mut nonce = [0u8; NONCE_LEN];
             rng.fill_bytes(&mut nonce);
@@ -211,7 +213,10 @@ impl Rotation {
 
     /// Reads a record and checks that a holder of `current` made it. Checked
     /// for size before anything is read.
-    pub fn decode_verified(bytes: &[u8], current: &WorkspaceKey) -> Result<Rotation, RotationError> {
+    pub fn decode_verified(
+        bytes: &[u8],
+        current: &WorkspaceKey,
+    ) -> Result<Rotation, RotationError> {
         let rotation = Self::decode(bytes)?;
         let (body, mac) = bytes.split_at(bytes.len() - MAC_LEN);
         let want = mac_of(current, body);
@@ -454,9 +459,8 @@ mod tests {
     #[test]
     fn the_sealed_key_opens_only_for_its_recipient() {
         let (mut rng, old, members, remaining) = setup();
-        let (bytes, new_key) =
-            Rotation::create(&old, 1, 5, "alice", "carol", &remaining, &mut rng)
-                .unwrap_or_else(|e| panic!("{e}"));
+        let (bytes, new_key) = Rotation::create(&old, 1, 5, "alice", "carol", &remaining, &mut rng)
+            .unwrap_or_else(|e| panic!("{e}"));
         assert_ne!(new_key, old);
         let rotation = Rotation::decode_verified(&bytes, &old).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!((rotation.epoch, rotation.removed.as_str()), (1, "carol"));
@@ -469,7 +473,10 @@ mod tests {
                 .unwrap_or_else(|| panic!("{name}"))
         };
         for name in ["alice", "bob"] {
-            assert_eq!(rotation.open(name, &secret(name), &old), Ok(new_key.clone()));
+            assert_eq!(
+                rotation.open(name, &secret(name), &old),
+                Ok(new_key.clone())
+            );
         }
         // The removed member has no copy, and its secret opens nobody else's.
         assert_eq!(

@@ -9,6 +9,6 @@ pub mod seal;
 
 pub use beacon::Beacon;
 pub use engine::{Output, SyncEngine, SyncProblem, SyncStatus, HEARTBEAT_MS, LAST_SYNC_META};
-pub use message::{Message, MessageError};
 pub use members::{MemberPublic, MemberSecret, Rotation, RotationError};
+pub use message::{Message, MessageError};
 pub use seal::{SealError, Sealer, WorkspaceKey};

@@ -237,7 +237,11 @@ impl<S: Store> Workspace<S> {
 
     /// Publishes this member's public key in the index (committed); true if
     /// the index changed. Needs the index: not before a clone has it.
-    pub fn publish_member_key(&mut self, key_hex: &str, now_ms: i64) -> Result<bool, WorkspaceError> {
+    pub fn publish_member_key(
+        &mut self,
+        key_hex: &str,
+        now_ms: i64,
+    ) -> Result<bool, WorkspaceError> {
         let member = self.member.clone();
         let author = Author {
             member: &member,

@@ -618,7 +618,9 @@ impl Daemon {
         for bytes in received {
             match Rotation::decode(&bytes) {
                 Ok(r) => received_records.push((r.epoch, bytes)),
-                Err(e) => self.report(&format!("a peer sent a rotation record that was refused: {e}")),
+                Err(e) => self.report(&format!(
+                    "a peer sent a rotation record that was refused: {e}"
+                )),
             }
         }
         loop {
@@ -674,7 +676,13 @@ impl Daemon {
         let seed = random_seed()?;
         let mut peer = [0u8; 16];
         peer.copy_from_slice(&seed[..16]);
-        let member = self.session.config.workspace.member.clone().unwrap_or_default();
+        let member = self
+            .session
+            .config
+            .workspace
+            .member
+            .clone()
+            .unwrap_or_default();
         self.engine = SyncEngine::new(
             &mut self.session.ws,
             &self.key,

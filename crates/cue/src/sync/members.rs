@@ -196,10 +196,7 @@ pub fn list(cwd: &Path, json_out: bool) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
     }
-    println!(
-        "{:<16} {:<20} {:<20} LAST SEEN",
-        "MEMBER", "KEY", "JOINED"
-    );
+    println!("{:<16} {:<20} {:<20} LAST SEEN", "MEMBER", "KEY", "JOINED");
     for (name, fp, joined, last, online, removed, me) in rows {
         let seen = if online {
             "online now".to_string()
@@ -302,8 +299,7 @@ pub fn remove(cwd: &Path, name: &str) -> Result<()> {
         &mut rand::rng(),
     )
     .context("making the rotation record")?;
-    s.ws
-        .add_rotation(epoch, &record, name, disk::now_ms())
+    s.ws.add_rotation(epoch, &record, name, disk::now_ms())
         .context("writing the rotation record into the index")?;
     key::rotate_key(&layout, &old, &new_key)?;
     println!(

@@ -7,6 +7,6 @@ mod bad_input;
 mod chaos;
 mod exchange;
 mod live;
-mod members;
 mod livekit;
+mod members;
 mod secrets;

@@ -19,7 +19,8 @@ fn key_of(peer: &Peer) -> String {
 /// Member name → key fingerprint, from `cue member list --json`.
 fn fingerprints(peer: &Peer) -> Vec<(String, Option<String>)> {
     let out = peer.ok(&["member", "list", "--json"]);
-    let rows: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    let rows: serde_json::Value =
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
     rows.as_array()
         .map(|a| {
             a.iter()
@@ -66,7 +67,10 @@ fn a_removed_member_is_left_behind_and_the_others_follow_the_new_key() {
     db.stop();
     let old_key = key_of(&alice);
     let out = alice.ok(&["member", "remove", "carol"]);
-    assert!(out.contains("Removed carol") && out.contains("bob"), "{out}");
+    assert!(
+        out.contains("Removed carol") && out.contains("bob"),
+        "{out}"
+    );
     assert!(!out.contains("carol,") && !out.contains(", carol"), "{out}");
     da.wait_log("moved to the workspace's new key (epoch 1)");
     assert_ne!(key_of(&alice), old_key);
@@ -105,9 +109,12 @@ fn a_removed_member_is_left_behind_and_the_others_follow_the_new_key() {
     // Nor can she read the new key anywhere she has access to.
     let new_key = key_of(&alice);
     for f in ["key", "previous-key", "member-key"] {
-        let text = std::fs::read_to_string(carol.root.join(".cuedeck/sync").join(f))
-            .unwrap_or_default();
-        assert!(!text.contains(new_key.trim()), "carol's {f} holds the new key");
+        let text =
+            std::fs::read_to_string(carol.root.join(".cuedeck/sync").join(f)).unwrap_or_default();
+        assert!(
+            !text.contains(new_key.trim()),
+            "carol's {f} holds the new key"
+        );
     }
 }
 
