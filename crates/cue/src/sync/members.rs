@@ -327,3 +327,56 @@ pub fn remove(cwd: &Path, name: &str) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secret(b: u8) -> MemberSecret {
+        MemberSecret::from_bytes([b; 32])
+    }
+
+    #[test]
+    fn members_follow_one_epoch_at_a_time_and_refuse_forged_records() {
+        let mut rng = rand::rng();
+        let k0 = WorkspaceKey::from_bytes([1; 32]);
+        let (alice, bob, carol) = (secret(1), secret(2), secret(3));
+        let all = vec![
+            ("alice".to_string(), alice.public()),
+            ("bob".to_string(), bob.public()),
+        ];
+        let (r1, k1) = Rotation::create(&k0, 1, 10, "alice", "carol", &all, &mut rng)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut records = vec![(1, r1.clone())];
+        let mut refused = Vec::new();
+        match next_step(&records, &k0, "bob", &bob, &mut refused) {
+            Step::Move { key, epoch: 1, .. } => assert_eq!(key, k1),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            next_step(&records, &k0, "carol", &carol, &mut refused),
+            Step::Removed { epoch: 1, .. }
+        ));
+        // Once on k1, record 1 is history.
+        assert!(matches!(
+            next_step(&records, &k1, "bob", &bob, &mut refused),
+            Step::Stay
+        ));
+        assert_eq!(epoch_of(&records, &k1), 1);
+        assert!(refused.is_empty(), "{refused:?}");
+
+        // A record for epoch 2 made by someone without k1 (carol, who kept
+        // only k0, or a stranger): refused with one line, nobody moves.
+        let (forged, _) = Rotation::create(&k0, 2, 20, "carol", "alice", &all, &mut rng)
+            .unwrap_or_else(|e| panic!("{e}"));
+        records.push((2, forged));
+        records.push((3, b"garbage".to_vec()));
+        assert!(matches!(
+            next_step(&records, &k1, "bob", &bob, &mut refused),
+            Step::Stay
+        ));
+        assert_eq!(refused.len(), 1, "{refused:?}");
+        assert!(refused[0].contains("not made by a holder"), "{refused:?}");
+        assert!(!refused[0].contains('\n'));
+    }
+}
