@@ -436,12 +436,14 @@ mod tests {
     use rand::rngs::StdRng;
     use rand::SeedableRng;
 
-    fn setup() -> (
+    type Setup = (
         StdRng,
         WorkspaceKey,
         Vec<(String, MemberSecret)>,
         Vec<(String, MemberPublic)>,
-    ) {
+    );
+
+    fn setup() -> Setup {
         let mut rng = StdRng::seed_from_u64(11);
         let old = WorkspaceKey::random(&mut rng);
         let members: Vec<(String, MemberSecret)> = ["alice", "bob", "carol"]
