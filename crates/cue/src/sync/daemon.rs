@@ -546,6 +546,17 @@ impl Daemon {
     }
 
     fn on_frame(&mut self, bytes: &[u8], mode: &Mode) -> Result<()> {
+        // A frame of the room this peer just rotated away from, queued
+        // before the switch: not the relay's fault, and nothing to do.
+        if let Ok(h) = cue_wire::Header::decode(bytes) {
+            if self
+                .beacon
+                .as_ref()
+                .is_some_and(|(b, _)| b.room() == h.room)
+            {
+                return Ok(());
+            }
+        }
         self.quiet_since = Instant::now();
         let before = self.engine.status().peers.len();
         let out = self

@@ -1,6 +1,6 @@
 //! Removing a member: `cue member remove` rotates the workspace key with
 //! real `cue watch --sync` daemons and a real `cue-relay`. The remaining
-//! members move to the new room by themselves (one of them after being
+//! members move to the new room by themselves (one live, one after being
 //! offline during the rotation), and the removed member is left behind.
 
 use std::time::Duration;
@@ -44,14 +44,16 @@ fn a_removed_member_is_left_behind_and_the_others_follow_the_new_key() {
     let code = invite(&alice, &relay.url());
     let bob = clone_live(&code, "bob", &[]);
     let carol = clone_live(&code, "carol", &[]);
+    let dave = clone_live(&code, "dave", &[]);
     let mut db = Daemon::start(&bob, &relay.url(), &[]);
     let dc = Daemon::start(&carol, &relay.url(), &[]);
-    da.wait_log("2 other peer(s) online");
+    let dd = Daemon::start(&dave, &relay.url(), &[]);
+    da.wait_log("3 other peer(s) online");
 
     // Every member's public key reaches the others through the index.
     wait_until("every member's key on alice", || {
         let fps = fingerprints(&alice);
-        ["alice", "bob", "carol"]
+        ["alice", "bob", "carol", "dave"]
             .iter()
             .all(|n| fps.iter().any(|(m, fp)| m == n && fp.is_some()))
     });
@@ -60,7 +62,7 @@ fn a_removed_member_is_left_behind_and_the_others_follow_the_new_key() {
             .iter()
             .filter(|(_, fp)| fp.is_some())
             .count()
-            == 3
+            == 4
     });
 
     // Bob goes offline; alice removes carol meanwhile.
@@ -74,6 +76,9 @@ fn a_removed_member_is_left_behind_and_the_others_follow_the_new_key() {
     assert!(!out.contains("carol,") && !out.contains(", carol"), "{out}");
     da.wait_log("moved to the workspace's new key (epoch 1)");
     assert_ne!(key_of(&alice), old_key);
+    // Dave, online, follows live (the record reaches him in the index).
+    dd.wait_log("moved to the workspace's new key (epoch 1)");
+    assert_eq!(key_of(&dave), key_of(&alice));
     // Carol got the record live, and has no copy of the new key.
     dc.wait_log("was removed from the workspace by alice");
     assert_eq!(key_of(&carol), old_key);
@@ -101,9 +106,15 @@ fn a_removed_member_is_left_behind_and_the_others_follow_the_new_key() {
     wait_until("bob's edit on alice", || {
         has(&alice, "docs/plan2.md", "bob, on the new key")
     });
+    wait_until("both edits on dave", || {
+        has(&dave, "docs/plan2.md", "bob, on the new key")
+            && has(&dave, "docs/plan.md", "after carol left")
+            && has(&dave, "docs/bob.md", "written offline by bob")
+    });
     std::thread::sleep(Duration::from_secs(2));
     assert!(!alice.path("docs/carol.md").exists());
     assert!(!bob.path("docs/carol.md").exists());
+    assert!(!dave.path("docs/carol.md").exists());
     assert!(!has(&carol, "docs/plan.md", "after carol left"));
     assert!(!carol.path("docs/plan2.md").exists());
     // Nor can she read the new key anywhere she has access to.
