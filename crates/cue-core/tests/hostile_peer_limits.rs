@@ -28,10 +28,37 @@ fn victim() -> Victim {
         .unwrap_or_else(|e| panic!("{e}"));
     engine.set_member("ana");
     let welcome = Frame::welcome(key.room_id(), &[VICTIM, MALLORY]).encode();
-    engine
+    let out = engine
         .on_frame(&mut ws, &welcome, 1_000)
         .unwrap_or_else(|e| panic!("{e}"));
-    Victim { ws, engine, key }
+    // Mallory holds the key: it answers the victim's challenge and is present.
+    let mut back = Reassembler::default();
+    let mut challenge = None;
+    for f in out.frames {
+        let env = key
+            .sealer()
+            .open(&f.header, &f.payload)
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        for m in back.push(VICTIM, &env).unwrap_or_else(|e| panic!("{e}")) {
+            if let Message::Handshake { nonce, .. } = m {
+                challenge = Some(nonce);
+            }
+        }
+    }
+    let echo = challenge.unwrap_or_else(|| panic!("no challenge for Mallory"));
+    let workspace = ws.workspace_id().map(|w| w.0);
+    let mut v = Victim { ws, engine, key };
+    v.receive(&[Message::Handshake {
+        protocol: cue_core::sync::message::PROTOCOL,
+        member: "mallory".into(),
+        workspace,
+        digest: [0; 32],
+        nonce: [7; 16],
+        echo,
+        proved: true,
+    }]);
+    assert_eq!(v.engine.status().peers.len(), 1, "Mallory is present");
+    v
 }
 
 impl Victim {

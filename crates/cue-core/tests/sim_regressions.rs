@@ -353,7 +353,11 @@ fn storm_run(seed: u64) {
             flight.extend(out.frames.into_iter().map(|f| (1 - i, f.encode())));
         }
     }
-    panic!("seed {seed}: the peers did not converge after the network healed");
+    panic!(
+        "seed {seed}: the peers did not converge after the network healed ({:?} / {:?})",
+        engines[0].status(),
+        engines[1].status()
+    );
 }
 
 /// `cue-sim --seed 31 --steps 67`: bo edited a file and deleted it; the

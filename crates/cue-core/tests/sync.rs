@@ -1,7 +1,9 @@
 //! The sync engine between in-memory peers and an in-memory relay that routes
 //! exactly like `cue-relay` (Welcome, PeerJoined, Broadcast, Direct), so the
 //! protocol is checked without sockets: joining from nothing, live edits,
-//! concurrent edits, a lost message (gap), a large file, and a wrong key.
+//! concurrent edits, a lost message (gap), a large file, a wrong key, and
+//! presence: only a fresh echo of our challenge, never a replay or the
+//! relay's word, makes a peer count as online.
 
 use std::collections::VecDeque;
 
@@ -34,6 +36,8 @@ struct Net {
     rng: StdRng,
     /// Drops the next broadcast Change-carrying frame sent by this peer.
     drop_next_from: Option<usize>,
+    /// Every frame a peer sent, as an eavesdropper on the relay records them.
+    sent: Vec<(usize, Frame)>,
 }
 
 impl Peer {
@@ -76,6 +80,7 @@ impl Net {
             now: 2_000,
             rng,
             drop_next_from: None,
+            sent: Vec::new(),
         }
     }
 
@@ -100,6 +105,7 @@ impl Net {
 
     fn route(&mut self, from: usize, frames: Vec<Frame>) {
         for f in frames {
+            self.sent.push((from, f.clone()));
             if self.drop_next_from == Some(from) && f.header.kind == FrameKind::Broadcast {
                 self.drop_next_from = None;
                 continue;
@@ -279,4 +285,124 @@ fn frames_under_another_key_are_refused_and_never_merged() {
         vec![SyncProblem::WrongKey { peer: mallory }]
     );
     assert!(net.peers[0].ws.doc_heads().len() == 1, "only our own index");
+}
+
+/// Delivers `bytes` to peer `to` as the relay would, and routes its answers.
+fn deliver(net: &mut Net, to: usize, bytes: &[u8]) -> Vec<Frame> {
+    net.now += 1;
+    let p = &mut net.peers[to];
+    let out = p
+        .engine
+        .on_frame(&mut p.ws, bytes, net.now)
+        .unwrap_or_else(|e| panic!("{e}"));
+    p.problems.extend(out.problems);
+    let frames = out.frames.clone();
+    net.route(to, out.frames);
+    frames
+}
+
+#[test]
+fn the_relay_alone_cannot_make_a_peer_present() {
+    let key = WorkspaceKey::from_bytes([6; 32]);
+    let mut net = Net::new(&key, 1);
+    net.connect(0);
+    net.pump();
+    let room = key.room_id();
+    let ghost = PeerId([0x77; 16]);
+    // A PeerJoined and a Welcome naming a peer that never answers.
+    let sent = deliver(&mut net, 0, &Frame::peer_joined(room, ghost).encode());
+    assert_eq!(sent.len(), 1, "one challenge");
+    assert_eq!(sent[0].header.kind, FrameKind::Direct);
+    assert_eq!(sent[0].header.recipient, ghost);
+    deliver(&mut net, 0, &Frame::welcome(room, &[ghost]).encode());
+    assert!(net.peers[0].engine.status().peers.is_empty());
+    // Challenged again each heartbeat for a while, never counted.
+    let mut challenges = 0;
+    for _ in 0..40 {
+        net.now += cue_core::sync::HEARTBEAT_MS;
+        let p = &mut net.peers[0];
+        let out = p.engine.tick(&mut p.ws, net.now);
+        for f in &out.frames {
+            assert_eq!(f.header.kind, FrameKind::Direct, "no heartbeat for nobody");
+            challenges += 1;
+        }
+    }
+    assert!((1..=12).contains(&challenges), "{challenges} challenges");
+    assert!(net.peers[0].engine.status().peers.is_empty());
+}
+
+#[test]
+fn a_replayed_handshake_from_an_old_session_makes_no_ghost_and_a_fresh_one_counts() {
+    let key = WorkspaceKey::from_bytes([7; 32]);
+    let mut net = Net::new(&key, 2);
+    net.write(0, "docs/a.md", "hello\n");
+    net.connect(0);
+    net.pump();
+    net.connect(1);
+    net.pump();
+    net.assert_converged();
+    let names = |net: &Net, i: usize| -> Vec<Option<String>> {
+        net.peers[i]
+            .engine
+            .status()
+            .peers
+            .into_iter()
+            .map(|(_, m)| m)
+            .collect()
+    };
+    assert_eq!(names(&net, 0), vec![Some("member1".to_string())]);
+    assert_eq!(names(&net, 1), vec![Some("member0".to_string())]);
+
+    // Peer 1's session ends; an eavesdropper kept every frame it sent.
+    let captured: Vec<Frame> = net
+        .sent
+        .iter()
+        .filter(|(from, _)| *from == 1)
+        .map(|(_, f)| f.clone())
+        .collect();
+    assert!(captured.len() >= 2);
+    let room = key.room_id();
+    let old = net.peers[1].id;
+    net.peers[1].online = false;
+    deliver(&mut net, 0, &Frame::peer_left(room, old).encode());
+    assert!(net.peers[0].engine.status().peers.is_empty());
+
+    // Replayed under its old id (a hostile relay, or a stranger given that
+    // seat), twice over: no ghost, and only small challenges go to it.
+    let mut answers = Vec::new();
+    for _ in 0..2 {
+        for f in &captured {
+            answers.extend(deliver(&mut net, 0, &f.encode()));
+        }
+    }
+    assert!(net.peers[0].engine.status().peers.is_empty(), "a ghost");
+    assert!(
+        !answers.is_empty() && answers.len() <= 2,
+        "{} answers",
+        answers.len()
+    );
+    for f in &answers {
+        assert_eq!(f.header.kind, FrameKind::Direct);
+        assert!(f.payload.len() < 300, "only a handshake goes to a ghost");
+    }
+    // Nor a heartbeat: nobody is present.
+    net.now += cue_core::sync::HEARTBEAT_MS;
+    let p = &mut net.peers[0];
+    let out = p.engine.tick(&mut p.ws, net.now);
+    assert!(out
+        .frames
+        .iter()
+        .all(|f| f.header.kind == FrameKind::Direct && f.header.recipient == old));
+
+    // The member comes back for real, in a new session: it is present again.
+    let p = &mut net.peers[1];
+    p.engine = SyncEngine::new(&mut p.ws, &key, old, [42; 32], net.now, 7 * DAY_MS)
+        .unwrap_or_else(|e| panic!("{e}"));
+    p.engine.set_member("member1");
+    net.connect(1);
+    net.pump();
+    assert_eq!(names(&net, 0), vec![Some("member1".to_string())]);
+    net.write(1, "docs/a.md", "hello\nagain\n");
+    net.pump();
+    net.assert_converged();
 }

@@ -1108,6 +1108,7 @@ fn brief(m: &Message) -> String {
         ),
         Message::Snapshot { doc: d, bytes } => format!("Snapshot({}, {} B)", doc(d), bytes.len()),
         Message::Ack { id, doc: d } => format!("Ack(#{id}, {})", doc(d)),
+        Message::Rotation { record } => format!("Rotation({} B)", record.len()),
     }
 }
 

@@ -99,6 +99,7 @@ pub fn init(cwd: &Path, name: Option<String>, member: Option<String>) -> Result<
     Workspace::create(store, &name, &member, disk::now_ms(), &mut rand::rng())?;
     crate::sync::key::ensure_key(&layout)?;
     let mut s = open_at(layout)?;
+    crate::sync::members::publish_own_key(&s.layout, &mut s.ws)?;
     let changes = s.record()?;
     let meta = s.ws.meta()?;
     println!(
@@ -335,6 +336,7 @@ pub fn clone(cwd: &Path, source: &Path, dir: &Path, member: Option<String>) -> R
     )?;
     config::secure(&layout.config_path())?;
     let mut s = open_at(layout)?;
+    crate::sync::members::publish_own_key(&s.layout, &mut s.ws)?;
     let applied = s.checkout("cloning")?;
     println!(
         "Cloned workspace {:?} into {}: {} files.",
@@ -378,7 +380,7 @@ fn since_seconds(s: &str, now: Timestamp) -> Result<i64, UsageError> {
 }
 
 /// A time for people and scripts alike: UTC, to the second.
-fn format_time(time_s: i64) -> String {
+pub(crate) fn format_time(time_s: i64) -> String {
     match Timestamp::from_second(time_s) {
         Ok(t) => t.strftime("%Y-%m-%d %H:%M:%SZ").to_string(),
         // Out of jiff's range (years beyond ±9999): only a damaged or

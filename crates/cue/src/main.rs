@@ -136,6 +136,9 @@ enum Command {
     /// Deleted files that can still be restored.
     #[command(subcommand)]
     Trash(TrashCommand),
+    /// The workspace's members, and removing one (key rotation).
+    #[command(subcommand)]
+    Member(MemberCommand),
     /// Bring a deleted file back (path relative to .cuedeck/, e.g. docs/old.md).
     Restore { path: String },
     /// What the workspace holds and which on-disk edits are not recorded yet.
@@ -251,6 +254,20 @@ enum ActivityCommand {
 }
 
 #[derive(Subcommand)]
+enum MemberCommand {
+    /// Members: name, key fingerprint, when they joined, last seen.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a member: the workspace moves to a new key (and relay room)
+    /// sealed to every other member, so NAME reads nothing written from now
+    /// on. The others follow by themselves when they next connect.
+    Remove { name: String },
+}
+
+#[derive(Subcommand)]
 enum TrashCommand {
     /// Deleted files, newest first, with when they expire.
     List {
@@ -343,6 +360,8 @@ fn main() -> ExitCode {
             commands::activity(&cwd, since.as_deref(), json)
         }
         Command::Trash(TrashCommand::List { json }) => commands::trash_list(&cwd, json),
+        Command::Member(MemberCommand::List { json }) => cue::sync::members::list(&cwd, json),
+        Command::Member(MemberCommand::Remove { name }) => cue::sync::members::remove(&cwd, &name),
         Command::Restore { path } => commands::restore(&cwd, &path),
         Command::Status { json } => commands::status(&cwd, json),
         Command::Repair { dry_run, json } => commands::repair(&cwd, dry_run, json),

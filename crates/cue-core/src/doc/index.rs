@@ -130,6 +130,8 @@ impl IndexDoc {
         doc.put(&meta, "name", name)?;
         doc.put(&meta, "created_at", ScalarValue::Timestamp(author.now_ms))?;
         doc.put_object(&meta, "members", ObjType::Map)?;
+        doc.put_object(&meta, "member_keys", ObjType::Map)?;
+        doc.put_object(ROOT, "rotations", ObjType::Map)?;
         doc.put_object(ROOT, "actors", ObjType::Map)?;
         doc.put_object(ROOT, "files", ObjType::Map)?;
         let mut index = IndexDoc {
@@ -233,6 +235,109 @@ impl IndexDoc {
             created_at_ms: int_of(self.doc.get(&meta, "created_at")?).unwrap_or_default(),
             members,
         })
+    }
+
+    /// Each member's published public key (raw text: it came from a peer and
+    /// is parsed before use), by name.
+    pub fn member_keys(&self) -> Result<Vec<(String, String)>, DocError> {
+        let meta = self.obj("metadata")?;
+        let Some((Value::Object(ObjType::Map), keys)) = self.doc.get(&meta, "member_keys")? else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for name in self.doc.keys(&keys) {
+            if let Some(text) = str_of(self.doc.get(&keys, name.as_str())?) {
+                out.push((name, text));
+            }
+        }
+        Ok(out)
+    }
+
+    /// When each member first changed something (`metadata.members`).
+    pub fn member_joined(&self) -> Result<Vec<(String, i64)>, DocError> {
+        let meta = self.obj("metadata")?;
+        let Some((Value::Object(ObjType::Map), members)) = self.doc.get(&meta, "members")? else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for name in self.doc.keys(&members) {
+            let at = int_of(self.doc.get(&members, name.as_str())?).unwrap_or_default();
+            out.push((name, at));
+        }
+        Ok(out)
+    }
+
+    /// Publishes this member's public key (hex) under its name; commits only
+    /// if it was not there already.
+    pub fn publish_member_key(
+        &mut self,
+        key_hex: &str,
+        author: &Author<'_>,
+    ) -> Result<bool, DocError> {
+        let meta = self.obj("metadata")?;
+        let keys = self.map_in(&meta, "member_keys")?;
+        if str_of(self.doc.get(&keys, author.member)?).as_deref() == Some(key_hex) {
+            return Ok(false);
+        }
+        self.register(author)?;
+        self.doc.put(&keys, author.member, key_hex)?;
+        commit(&mut self.doc, author, format!("key {}", author.member));
+        Ok(true)
+    }
+
+    /// Key rotation records, by epoch (raw bytes: checked before use).
+    pub fn rotations(&self) -> Result<Vec<(u32, Vec<u8>)>, DocError> {
+        let Some((Value::Object(ObjType::Map), rot)) = self.doc.get(ROOT, "rotations")? else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for epoch in self.doc.keys(&rot) {
+            let Ok(n) = epoch.parse::<u32>() else {
+                continue;
+            };
+            if let Some((Value::Scalar(v), _)) = self.doc.get(&rot, epoch.as_str())? {
+                if let ScalarValue::Bytes(b) = v.as_ref() {
+                    out.push((n, b.clone()));
+                }
+            }
+        }
+        out.sort_by_key(|(n, _)| *n);
+        Ok(out)
+    }
+
+    /// Records a key rotation (`cue member remove`).
+    pub fn add_rotation(
+        &mut self,
+        epoch: u32,
+        record: &[u8],
+        removed: &str,
+        author: &Author<'_>,
+    ) -> Result<(), DocError> {
+        self.register(author)?;
+        let rot = self.map_in(&ROOT, "rotations")?;
+        self.doc
+            .put(&rot, epoch.to_string(), ScalarValue::Bytes(record.to_vec()))?;
+        commit(
+            &mut self.doc,
+            author,
+            format!("remove member {removed} (key rotation, epoch {epoch})"),
+        );
+        Ok(())
+    }
+
+    /// The map under `key` in `parent`, made if missing (a workspace made by
+    /// an older `cue` has no `member_keys` or `rotations` map; two peers
+    /// making it at once would each make one and automerge keep one, so the
+    /// loser's entry is written again by its next publish).
+    fn map_in(
+        &mut self,
+        parent: &automerge::ObjId,
+        key: &str,
+    ) -> Result<automerge::ObjId, DocError> {
+        match self.doc.get(parent, key)? {
+            Some((Value::Object(ObjType::Map), id)) => Ok(id),
+            _ => Ok(self.doc.put_object(parent, key, ObjType::Map)?),
+        }
     }
 
     /// The member name behind an automerge actor (hex), if it registered.

@@ -6,8 +6,14 @@
 //! simulator a simulated network, and both run the same decisions.
 //!
 //! The protocol, per pair of peers:
-//! 1. On meeting (the relay's Welcome or PeerJoined), each sends a Handshake
-//!    with a digest of all its documents' heads. Equal digests: nothing to do.
+//! 1. On meeting (the relay's Welcome or PeerJoined), each sends the other a
+//!    Handshake with a digest of all its documents' heads and a fresh
+//!    challenge nonce; each answers the other's nonce by echoing it. What the
+//!    relay says about who is in the room only triggers these challenges: a
+//!    peer is *present* (counted in status, sent directed traffic, its
+//!    digests believed) once a sealed Handshake from it echoes the nonce we
+//!    drew for it, so neither a relay nor a replayed handshake can make a
+//!    ghost appear. Equal digests: nothing to do.
 //! 2. Otherwise the peer that arrived (the one whose Welcome listed the other)
 //!    catches up, from one peer at a time: it sends a SyncRequest listing a
 //!    short hash of every document's heads; the other sends every document
@@ -36,7 +42,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use sha2::{Digest, Sha256};
 
-use super::message::{pack, Message, Reassembler, PROTOCOL};
+use super::message::{pack, Message, Reassembler, CHALLENGE_LEN, PROTOCOL};
 use super::seal::{Sealer, WorkspaceKey, NONCE_LEN};
 use crate::doc::{ChangeHash, DocError, SyncState};
 use crate::limits::MAX_UNNAMED_DOCS;
@@ -54,6 +60,18 @@ const RESYNC_AFTER_MS: i64 = 10_000;
 const CATCH_UP_IDLE_MS: i64 = 1_500;
 /// Meta key under which the time of the last exchange with a peer is kept.
 pub const LAST_SYNC_META: &str = "last_sync_ms";
+/// A handshake to a peer that has not proved itself yet goes at most this
+/// often when it is only a repeat (a lost challenge, or a peer answering
+/// with a stale echo): replays cost at most a small frame a second.
+const CHALLENGE_REPEAT_MS: i64 = 1_000;
+/// A peer the relay announced but that has not answered is challenged again
+/// each heartbeat, this many times in a row with nothing arriving from it;
+/// after that only when it sends something.
+const MAX_CHALLENGES: u32 = 12;
+/// Peers (present or not) this engine keeps state for: a relay has at most
+/// 50 per room, and frames from more senders than this are ignored so a
+/// hostile relay cannot grow our memory with made-up peer ids.
+const MAX_REMOTES: usize = 1_024;
 
 /// Something the engine could not do with what it received; the engine keeps
 /// running, and the caller shows these to the user.
@@ -84,12 +102,16 @@ pub struct Output {
     pub changed: bool,
     /// Problems to report; none of them stops the engine.
     pub problems: Vec<SyncProblem>,
+    /// Key rotation records peers sent: the caller checks each (its MAC,
+    /// then its sealed copy for this member) and moves to the new key.
+    pub rotations: Vec<Vec<u8>>,
 }
 
 /// What the daemon shows in `cue sync status`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SyncStatus {
-    /// Peers in the room, with the member name each announced.
+    /// Peers in the room that proved themselves live (echoed our fresh
+    /// challenge), with the member name each announced.
     pub peers: Vec<(PeerId, Option<String>)>,
     /// Last time anything was exchanged with a peer (ms since the epoch).
     pub last_sync_ms: Option<i64>,
@@ -100,8 +122,21 @@ pub struct SyncStatus {
 }
 
 /// What this peer knows about another peer in the room.
-#[derive(Default)]
 struct Remote {
+    /// The nonce we drew for this encounter with the peer: it must come back
+    /// in a sealed Handshake before the peer counts as present.
+    challenge: [u8; CHALLENGE_LEN],
+    /// The peer echoed `challenge`: it holds the key and is live now.
+    present: bool,
+    /// The peer's latest nonce, and the one we last echoed to it.
+    their_nonce: Option<[u8; CHALLENGE_LEN]>,
+    echoed: Option<[u8; CHALLENGE_LEN]>,
+    /// When we last sent it a Handshake, and how many heartbeat-time
+    /// challenges went out with nothing sealed arriving from it since.
+    last_challenge_ms: i64,
+    challenges: u32,
+    /// The relay said it is in the room: worth challenging again.
+    announced: bool,
     member: Option<String>,
     sessions: HashMap<DocKey, SyncState>,
     last_request_ms: i64,
@@ -122,6 +157,32 @@ struct Remote {
     mismatch_since: Option<i64>,
     /// When something last arrived from it.
     last_heard_ms: i64,
+}
+
+impl Remote {
+    fn new(challenge: [u8; CHALLENGE_LEN]) -> Remote {
+        Remote {
+            challenge,
+            present: false,
+            their_nonce: None,
+            echoed: None,
+            last_challenge_ms: i64::MIN / 2,
+            challenges: 0,
+            announced: false,
+            member: None,
+            sessions: HashMap::new(),
+            last_request_ms: 0,
+            last_exchange: HashMap::new(),
+            warned_key: false,
+            warned_unnamed: false,
+            foreign: false,
+            was_here: false,
+            digest: None,
+            catching_up: false,
+            mismatch_since: None,
+            last_heard_ms: 0,
+        }
+    }
 }
 
 /// Where a batch of messages goes.
@@ -286,34 +347,53 @@ impl SyncEngine {
                 }
                 // A Handshake may have overtaken the Welcome: such a peer
                 // keeps what it said (and is caught up from if it differs).
+                // The relay's list is only a list of peers to challenge:
+                // none of them counts as present before it answers.
                 let mut before = std::mem::take(&mut self.peers);
                 self.catch_up.clear();
                 self.syncing = None;
                 let ours = self.digest(ws);
+                let mut listed = Vec::new();
                 for peer in frame.welcome_peers() {
-                    if peer != self.me {
-                        let mut remote = before.remove(&peer).unwrap_or_default();
+                    if peer != self.me && self.peers.len() < MAX_REMOTES {
+                        let mut remote = match before.remove(&peer) {
+                            Some(r) => r,
+                            None => {
+                                let mut challenge = [0u8; CHALLENGE_LEN];
+                                self.rng.fill_bytes(&mut challenge);
+                                Remote::new(challenge)
+                            }
+                        };
                         remote.was_here = true;
-                        if remote.digest.is_some_and(|d| d != ours) {
+                        remote.announced = true;
+                        if remote.present && remote.digest.is_some_and(|d| d != ours) {
                             self.catch_up.push_back(peer);
                         }
                         self.peers.insert(peer, remote);
+                        listed.push(peer);
                     }
                 }
-                if !self.peers.is_empty() {
-                    let hello = self.handshake(ws);
-                    self.outbox.push((Target::All, hello));
+                for peer in listed {
+                    self.challenge(ws, peer, now_ms);
                 }
             }
             FrameKind::PeerJoined => {
+                // A challenge, nothing more: the newcomer is present once it
+                // echoes it.
                 let peer = frame.header.sender;
-                if peer != self.me {
-                    self.peers.insert(peer, Remote::default());
-                    let hello = self.handshake(ws);
-                    self.outbox.push((Target::One(peer), hello));
+                if peer != self.me
+                    && (self.peers.contains_key(&peer) || self.peers.len() < MAX_REMOTES)
+                {
+                    let mut challenge = [0u8; CHALLENGE_LEN];
+                    self.rng.fill_bytes(&mut challenge);
+                    let mut remote = Remote::new(challenge);
+                    remote.announced = true;
+                    self.peers.insert(peer, remote);
+                    self.challenge(ws, peer, now_ms);
                 }
             }
             FrameKind::PeerLeft => {
+                // A relay may always drop a peer; it cannot add one.
                 let gone = frame.header.sender;
                 self.peers.remove(&gone);
                 self.reassembler.forget(&gone);
@@ -347,10 +427,13 @@ impl SyncEngine {
         if from == self.me || (header.kind == FrameKind::Direct && header.recipient != self.me) {
             return Ok(());
         }
+        if !self.peers.contains_key(&from) && self.peers.len() >= MAX_REMOTES {
+            return Ok(());
+        }
         let envelope = match self.sealer.open(header, payload) {
             Ok(e) => e,
             Err(_) => {
-                let remote = self.peers.entry(from).or_default();
+                let remote = remote_entry(&mut self.peers, &mut self.rng, from);
                 if !remote.warned_key {
                     remote.warned_key = true;
                     out.problems.push(SyncProblem::WrongKey { peer: from });
@@ -375,12 +458,39 @@ impl SyncEngine {
                 return Ok(());
             }
         };
-        let remote = self.peers.entry(from).or_default();
+        let remote = remote_entry(&mut self.peers, &mut self.rng, from);
         if remote.foreign {
             return Ok(());
         }
-        remote.last_heard_ms = now_ms;
-        let rest = self.merge_in_bulk(ws, from, msgs, now_ms, out)?;
+        let present = remote.present;
+        // Something sealed came from it: worth challenging again, if need be.
+        remote.challenges = 0;
+        let msgs = if present {
+            remote.last_heard_ms = now_ms;
+            msgs
+        } else {
+            // Not proved live yet (a replay looks just like this): only its
+            // handshakes count, and its changes may be merged (they are
+            // sealed, so a member made them, and merging is idempotent), but
+            // nothing is sent to it in answer except a challenge.
+            let mut kept = Vec::new();
+            let mut other = false;
+            for m in msgs {
+                match m {
+                    Message::Handshake { .. }
+                    | Message::Change { .. }
+                    | Message::Snapshot { .. }
+                    | Message::Rotation { .. } => kept.push(m),
+                    _ => other = true,
+                }
+            }
+            let handshake = kept.iter().any(|m| matches!(m, Message::Handshake { .. }));
+            if !handshake && (other || !kept.is_empty()) {
+                self.challenge(ws, from, now_ms);
+            }
+            kept
+        };
+        let rest = self.merge_in_bulk(ws, from, msgs, present, now_ms, out)?;
         for msg in rest {
             if let Err(e) = self.on_message(ws, from, msg, now_ms, out) {
                 out.problems.push(refusal(from, e)?);
@@ -397,6 +507,7 @@ impl SyncEngine {
         ws: &mut Workspace<S>,
         from: PeerId,
         msgs: Vec<Message>,
+        present: bool,
         now_ms: i64,
         out: &mut Output,
     ) -> Result<Vec<Message>, WorkspaceError> {
@@ -422,8 +533,8 @@ impl SyncEngine {
                     }
                     if ws.has_heads(doc, &deps)? {
                         bulk.push((doc, bytes));
-                        acks.push(Some(id));
-                    } else {
+                        acks.push(present.then_some(id));
+                    } else if present {
                         // A gap: we missed something this change builds on.
                         self.start_session(ws, from, doc)?;
                     }
@@ -482,7 +593,7 @@ impl SyncEngine {
             let Some(remote) = self.peers.get(&p) else {
                 continue;
             };
-            if remote.digest == Some(ours) || remote.foreign {
+            if remote.digest == Some(ours) || remote.foreign || !remote.present {
                 continue;
             }
             self.request_sync(ws, p, now_ms);
@@ -517,6 +628,9 @@ impl SyncEngine {
                 member,
                 workspace,
                 digest,
+                nonce,
+                echo,
+                proved,
             } => {
                 if protocol != PROTOCOL {
                     out.problems.push(SyncProblem::Protocol {
@@ -528,14 +642,36 @@ impl SyncEngine {
                 if let (Some(ours), Some(theirs)) = (ws.workspace_id(), workspace.map(WorkspaceId))
                 {
                     if ours != theirs {
-                        self.peers.entry(from).or_default().foreign = true;
+                        remote_entry(&mut self.peers, &mut self.rng, from).foreign = true;
                         out.problems
                             .push(SyncProblem::WrongWorkspace { peer: from, theirs });
                         return Ok(());
                     }
                 }
+                let remote = remote_entry(&mut self.peers, &mut self.rng, from);
+                // Only an echo of the nonce we drew for this encounter proves
+                // the sender live: anything else may be a replay.
+                let fresh = echo == remote.challenge;
+                if fresh {
+                    remote.present = true;
+                    remote.challenges = 0;
+                    remote.last_heard_ms = now_ms;
+                }
+                let unanswered = remote.echoed != Some(nonce);
+                remote.their_nonce = Some(nonce);
+                let present = remote.present;
+                if unanswered {
+                    self.send_handshake(ws, from, now_ms);
+                } else if !proved || !present {
+                    // Our answer to it, or our challenge, was lost (or this
+                    // is a replay): again, but not at the pace of replays.
+                    self.challenge(ws, from, now_ms);
+                }
+                if !fresh {
+                    return Ok(());
+                }
                 let same = digest == self.digest(ws);
-                let remote = self.peers.entry(from).or_default();
+                let remote = remote_entry(&mut self.peers, &mut self.rng, from);
                 remote.member = Some(member);
                 remote.digest = Some(digest);
                 let was_here = remote.was_here;
@@ -588,10 +724,7 @@ impl SyncEngine {
                 if !self.admit(ws, from, doc, out)? {
                     return Ok(());
                 }
-                let mut state = self
-                    .peers
-                    .entry(from)
-                    .or_default()
+                let mut state = remote_entry(&mut self.peers, &mut self.rng, from)
                     .sessions
                     .remove(&doc)
                     .unwrap_or_default();
@@ -617,7 +750,7 @@ impl SyncEngine {
                 }
                 let reply = ws.sync_message(doc, &mut state)?;
                 self.full_resync = false;
-                let remote = self.peers.entry(from).or_default();
+                let remote = remote_entry(&mut self.peers, &mut self.rng, from);
                 let exchange = reply.as_ref().map(|r| exchange_hash(&sync, r));
                 let circling =
                     exchange.is_some() && remote.last_exchange.get(&doc) == exchange.as_ref();
@@ -648,6 +781,8 @@ impl SyncEngine {
                     remote.sessions.insert(doc, state);
                 }
             }
+            // Checked by the caller, which holds the member's own key.
+            Message::Rotation { record } => out.rotations.push(record),
             // Merged in bulk before the rest (see `merge_in_bulk`).
             Message::Change { .. } | Message::Snapshot { .. } => {}
             Message::Heartbeat {
@@ -656,7 +791,7 @@ impl SyncEngine {
             } => {
                 let same = digest == self.digest(ws);
                 self.delivered_if(same);
-                let remote = self.peers.entry(from).or_default();
+                let remote = remote_entry(&mut self.peers, &mut self.rng, from);
                 remote.digest = Some(digest);
                 remote.catching_up = catching_up;
                 if same {
@@ -761,7 +896,7 @@ impl SyncEngine {
         }
         self.unnamed = Some(unnamed);
         if !admitted {
-            let remote = self.peers.entry(peer).or_default();
+            let remote = remote_entry(&mut self.peers, &mut self.rng, peer);
             if !remote.warned_unnamed {
                 remote.warned_unnamed = true;
                 out.problems.push(SyncProblem::Refused {
@@ -787,9 +922,7 @@ impl SyncEngine {
             self.outbox
                 .push((Target::One(peer), Message::SyncResponse { doc, sync }));
         }
-        self.peers
-            .entry(peer)
-            .or_default()
+        remote_entry(&mut self.peers, &mut self.rng, peer)
             .sessions
             .insert(doc, state);
         Ok(())
@@ -843,7 +976,28 @@ impl SyncEngine {
     pub fn tick<S: Store>(&mut self, ws: &mut Workspace<S>, now_ms: i64) -> Output {
         let mut out = Output::default();
         self.pump_catch_up(ws, now_ms);
-        if now_ms - self.last_heartbeat_ms >= HEARTBEAT_MS && !self.peers.is_empty() {
+        // Peers the relay announced that have not answered: their challenge
+        // (or their answer) may have been lost.
+        let unproved: Vec<PeerId> = self
+            .peers
+            .iter()
+            .filter(|(_, r)| {
+                !r.present
+                    && r.announced
+                    && !r.foreign
+                    && r.challenges < MAX_CHALLENGES
+                    && now_ms - r.last_challenge_ms >= HEARTBEAT_MS
+            })
+            .map(|(p, _)| *p)
+            .collect();
+        for peer in unproved {
+            if let Some(r) = self.peers.get_mut(&peer) {
+                r.challenges = r.challenges.saturating_add(1);
+            }
+            self.send_handshake(ws, peer, now_ms);
+        }
+        if now_ms - self.last_heartbeat_ms >= HEARTBEAT_MS && self.peers.values().any(|r| r.present)
+        {
             self.last_heartbeat_ms = now_ms;
             let digest = self.digest(ws);
             let catching_up = self.catching_up(ws);
@@ -865,6 +1019,7 @@ impl SyncEngine {
             peers: self
                 .peers
                 .iter()
+                .filter(|(_, r)| r.present)
                 .map(|(p, r)| (*p, r.member.clone()))
                 .collect(),
             last_sync_ms: self.last_sync_ms,
@@ -873,12 +1028,37 @@ impl SyncEngine {
         }
     }
 
-    fn handshake<S: Store>(&self, ws: &Workspace<S>) -> Message {
-        Message::Handshake {
+    /// Sends `peer` our Handshake: the challenge we drew for it, and the
+    /// echo of its latest nonce (which proves us to it).
+    fn send_handshake<S: Store>(&mut self, ws: &Workspace<S>, peer: PeerId, now_ms: i64) {
+        let digest = self.digest(ws);
+        let Some(remote) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        remote.echoed = remote.their_nonce;
+        remote.last_challenge_ms = now_ms;
+        let msg = Message::Handshake {
             protocol: PROTOCOL,
             member: self.member.clone(),
             workspace: ws.workspace_id().map(|id| id.0),
-            digest: self.digest(ws),
+            digest,
+            nonce: remote.challenge,
+            echo: remote.their_nonce.unwrap_or_default(),
+            proved: remote.present,
+        };
+        self.outbox.push((Target::One(peer), msg));
+    }
+
+    /// Our Handshake to `peer`, unless one went less than
+    /// [`CHALLENGE_REPEAT_MS`] ago: what a peer not proved yet gets, however
+    /// many frames (replayed, perhaps) arrive from it.
+    fn challenge<S: Store>(&mut self, ws: &Workspace<S>, peer: PeerId, now_ms: i64) {
+        if self
+            .peers
+            .get(&peer)
+            .is_some_and(|r| now_ms - r.last_challenge_ms >= CHALLENGE_REPEAT_MS)
+        {
+            self.send_handshake(ws, peer, now_ms);
         }
     }
 
@@ -888,7 +1068,7 @@ impl SyncEngine {
             .iter()
             .map(|(k, i)| (*k, heads_hash(&i.heads)))
             .collect();
-        let remote = self.peers.entry(peer).or_default();
+        let remote = remote_entry(&mut self.peers, &mut self.rng, peer);
         remote.last_request_ms = now_ms;
         remote.last_exchange.clear();
         self.outbox.push((
@@ -962,6 +1142,20 @@ impl SyncEngine {
             }
         }
     }
+}
+
+/// The state kept for `peer`, made (with a fresh challenge) on first use.
+/// A free function, so that it borrows only the two fields it needs.
+fn remote_entry<'a>(
+    peers: &'a mut BTreeMap<PeerId, Remote>,
+    rng: &mut StdRng,
+    peer: PeerId,
+) -> &'a mut Remote {
+    peers.entry(peer).or_insert_with(|| {
+        let mut challenge = [0u8; CHALLENGE_LEN];
+        rng.fill_bytes(&mut challenge);
+        Remote::new(challenge)
+    })
 }
 
 /// The problem to report for what a peer sent that could not be merged. A

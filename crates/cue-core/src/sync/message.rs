@@ -24,7 +24,12 @@ pub const ENVELOPE_VERSION: u8 = 1;
 /// The protocol a peer speaks, announced in its [`Message::Handshake`].
 /// 2: whole documents for a peer that lacks them ([`Message::Snapshot`]), and
 /// heartbeats that say whether their sender is still catching up.
-pub const PROTOCOL: u16 = 2;
+/// 3: handshakes carry a fresh challenge nonce and echo the other peer's, and
+/// a peer counts as present only once it has echoed ours (a replayed
+/// handshake makes no ghost).
+pub const PROTOCOL: u16 = 3;
+/// Bytes of a handshake's challenge nonce.
+pub const CHALLENGE_LEN: usize = 16;
 /// Envelope bytes before the data.
 const ENVELOPE_HEAD: usize = 13;
 /// Data bytes per part: a sealed part fits the relay's frame limit with room to spare.
@@ -40,14 +45,25 @@ const MAX_OPEN_STREAMS: usize = 4;
 /// between two peers are synced.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Message {
-    /// Sent on joining a room and to every peer that joins later: who we are
-    /// and a digest of every document's heads, equal only if the replicas are.
+    /// Sent to each peer met (directed): who we are and a digest of every
+    /// document's heads, equal only if the replicas are. It is also a
+    /// challenge and an answer: `nonce` is fresh for this encounter with the
+    /// recipient, `echo` repeats the recipient's latest `nonce` (zero while
+    /// none is known). A peer counts the sender as present only once a
+    /// handshake echoes the nonce it sent, so a handshake captured earlier and
+    /// replayed proves nothing.
     Handshake {
         protocol: u16,
         member: String,
         /// The sender's workspace id; `None` for a peer still joining.
         workspace: Option<[u8; 16]>,
         digest: [u8; 32],
+        nonce: [u8; CHALLENGE_LEN],
+        echo: [u8; CHALLENGE_LEN],
+        /// The recipient has echoed the sender's nonce (is present to it):
+        /// when false, the recipient answers even a nonce it answered
+        /// already, since that answer was lost.
+        proved: bool,
     },
     /// "Here is a short hash of each document's heads; sync the ones that differ."
     /// `full`: sync every document regardless (after a long time offline).
@@ -74,6 +90,11 @@ pub enum Message {
     /// instead of a sync conversation, so a newcomer receives the workspace as
     /// one stream.
     Snapshot { doc: DocKey, bytes: Vec<u8> },
+    /// A key rotation record (see [`super::members::Rotation`]), sent by a
+    /// peer that has moved to the new key and keeps a beacon in the old
+    /// room, to members coming back to that room. Believed only if its MAC
+    /// verifies under the key it rotates away from, whoever relays it.
+    Rotation { record: Vec<u8> },
 }
 
 /// Why a payload could not be read as messages.
@@ -121,6 +142,7 @@ const CHANGE: u8 = 4;
 const HEARTBEAT: u8 = 5;
 const ACK: u8 = 6;
 const SNAPSHOT: u8 = 7;
+const ROTATION: u8 = 8;
 
 struct Writer(Vec<u8>);
 
@@ -237,6 +259,7 @@ impl Message {
             Message::Heartbeat { .. } => HEARTBEAT,
             Message::Ack { .. } => ACK,
             Message::Snapshot { .. } => SNAPSHOT,
+            Message::Rotation { .. } => ROTATION,
         }
     }
 
@@ -247,6 +270,9 @@ impl Message {
                 member,
                 workspace,
                 digest,
+                nonce,
+                echo,
+                proved,
             } => {
                 w.u16(*protocol);
                 w.bytes(member.as_bytes());
@@ -258,6 +284,9 @@ impl Message {
                     None => w.u8(0),
                 }
                 w.0.extend_from_slice(digest);
+                w.0.extend_from_slice(nonce);
+                w.0.extend_from_slice(echo);
+                w.u8(u8::from(*proved));
             }
             Message::SyncRequest { full, entries } => {
                 w.u8(u8::from(*full));
@@ -297,23 +326,40 @@ impl Message {
                 w.u64(*id);
                 w.doc(*doc);
             }
+            Message::Rotation { record } => w.bytes(record),
         }
     }
 
     fn decode_body(kind: u8, body: &[u8]) -> Result<Message, MessageError> {
         let mut r = Reader(body);
         let msg = match kind {
-            HANDSHAKE => Message::Handshake {
-                protocol: r.u16()?,
-                member: String::from_utf8(r.bytes()?.to_vec())
-                    .map_err(|_| MessageError::Invalid("member name is not UTF-8"))?,
-                workspace: match r.u8()? {
+            HANDSHAKE => {
+                let protocol = r.u16()?;
+                let member = String::from_utf8(r.bytes()?.to_vec())
+                    .map_err(|_| MessageError::Invalid("member name is not UTF-8"))?;
+                let workspace = match r.u8()? {
                     0 => None,
                     1 => Some(r.array()?),
                     _ => return Err(MessageError::Invalid("bad workspace flag")),
-                },
-                digest: r.array()?,
-            },
+                };
+                let digest = r.array()?;
+                // Protocol 2 ends here: decoded (nonces zero) so that the
+                // engine can say "update cue" instead of "malformed".
+                let (nonce, echo, proved) = if protocol < 3 && r.0.is_empty() {
+                    ([0; CHALLENGE_LEN], [0; CHALLENGE_LEN], false)
+                } else {
+                    (r.array()?, r.array()?, r.u8()? != 0)
+                };
+                Message::Handshake {
+                    protocol,
+                    member,
+                    workspace,
+                    digest,
+                    nonce,
+                    echo,
+                    proved,
+                }
+            }
             SYNC_REQUEST => {
                 let full = r.u8()? != 0;
                 let n = r.count(9)?;
@@ -348,6 +394,15 @@ impl Message {
                 id: r.u64()?,
                 doc: r.doc()?,
             },
+            ROTATION => {
+                let record = r.bytes()?;
+                if record.len() > super::members::MAX_ROTATION_BYTES {
+                    return Err(MessageError::Invalid("rotation record over its size limit"));
+                }
+                Message::Rotation {
+                    record: record.to_vec(),
+                }
+            }
             other => return Err(MessageError::UnknownKind(other)),
         };
         r.done()?;
@@ -610,6 +665,9 @@ mod tests {
                 member: "ana".into(),
                 workspace: Some([8; 16]),
                 digest: [1; 32],
+                nonce: [2; CHALLENGE_LEN],
+                echo: [3; CHALLENGE_LEN],
+                proved: true,
             },
             Message::SyncRequest {
                 full: true,
@@ -636,6 +694,9 @@ mod tests {
             Message::Ack {
                 id: 77,
                 doc: DocKey::File(id),
+            },
+            Message::Rotation {
+                record: vec![8; 40],
             },
         ]
     }

@@ -74,6 +74,12 @@ impl WorkspaceKey {
         }
     }
 
+    /// A 32-byte value derived from the key for one purpose (`info`), such
+    /// as the MAC key of rotation records.
+    pub(crate) fn derive(&self, info: &[u8]) -> [u8; 32] {
+        self.expand(info)
+    }
+
     fn expand(&self, info: &[u8]) -> [u8; 32] {
         let hk = Hkdf::<Sha256>::new(None, &self.0);
         let mut out = [0u8; 32];

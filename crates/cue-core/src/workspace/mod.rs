@@ -255,6 +255,59 @@ impl<S: Store> Workspace<S> {
         Ok(self.index.meta()?)
     }
 
+    /// Each member's published public key (raw text, from peers), by name.
+    pub fn member_keys(&self) -> Result<Vec<(String, String)>, WorkspaceError> {
+        Ok(self.index.member_keys()?)
+    }
+
+    /// When each member first changed something, by name.
+    pub fn member_joined(&self) -> Result<Vec<(String, i64)>, WorkspaceError> {
+        Ok(self.index.member_joined()?)
+    }
+
+    /// Publishes this member's public key in the index (committed); true if
+    /// the index changed. Needs the index: not before a clone has it.
+    pub fn publish_member_key(
+        &mut self,
+        key_hex: &str,
+        now_ms: i64,
+    ) -> Result<bool, WorkspaceError> {
+        let member = self.member.clone();
+        let author = Author {
+            member: &member,
+            now_ms,
+        };
+        let changed = self.index.publish_member_key(key_hex, &author)?;
+        if changed {
+            self.docs.persist_index(&mut self.index);
+            self.commit()?;
+        }
+        Ok(changed)
+    }
+
+    /// Key rotation records in the index, by epoch (unchecked bytes).
+    pub fn rotations(&self) -> Result<Vec<(u32, Vec<u8>)>, WorkspaceError> {
+        Ok(self.index.rotations()?)
+    }
+
+    /// Writes a key rotation record into the index (committed).
+    pub fn add_rotation(
+        &mut self,
+        epoch: u32,
+        record: &[u8],
+        removed: &str,
+        now_ms: i64,
+    ) -> Result<(), WorkspaceError> {
+        let member = self.member.clone();
+        let author = Author {
+            member: &member,
+            now_ms,
+        };
+        self.index.add_rotation(epoch, record, removed, &author)?;
+        self.docs.persist_index(&mut self.index);
+        self.commit()
+    }
+
     /// The workspace's id, or `None` before a clone has received the index.
     pub fn workspace_id(&self) -> Option<WorkspaceId> {
         self.index.meta().ok().map(|m| m.workspace_id)

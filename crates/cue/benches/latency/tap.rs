@@ -252,6 +252,7 @@ fn count_frame(state: &Mutex<State>, bytes: &[u8]) {
             Message::Heartbeat { .. } => ("Heartbeat", 0),
             Message::Ack { .. } => ("Ack", 0),
             Message::Snapshot { bytes, .. } => ("Snapshot", bytes.len()),
+            Message::Rotation { record } => ("Rotation", record.len()),
         };
         let e = c.kinds.entry(kind).or_default();
         e.0 += 1;

@@ -14,15 +14,18 @@
 //! then acknowledge. A crash between any two steps loses nothing: what was
 //! committed is sent or written again after a restart.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use cue_core::sync::{SyncEngine, SyncProblem, WorkspaceKey};
+use cue_core::sync::{Beacon, MemberSecret, Rotation, SyncEngine, SyncProblem, WorkspaceKey};
 use cue_wire::PeerId;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use super::members::{self, Step};
 use super::net::{self, RelayTarget};
 use super::status::{self, DaemonStatus, PeerStatus};
 use crate::disk;
@@ -46,6 +49,9 @@ pub enum Event {
     Disk(DiskChange),
     /// A frame from the relay.
     Frame(Vec<u8>),
+    /// A frame from the relay, on the beacon's connection to the room of a
+    /// workspace key this peer rotated away from.
+    BeaconFrame(Vec<u8>),
     Connected,
     Disconnected,
     /// The relay could not be reached (retrying).
@@ -113,15 +119,39 @@ pub struct Daemon {
     /// Problems already logged: a file that cannot sync is reported once,
     /// not at every scan.
     reported: std::collections::HashSet<String>,
+    /// The workspace key this peer syncs under now (it changes when a member
+    /// is removed), and what is needed to move to the next one.
+    key: WorkspaceKey,
+    rotation: Option<Rotating>,
+    target: RelayTarget,
+    events: mpsc::Sender<Event>,
+    /// Which relay connection is the current one: events of an older one
+    /// (the room of a key rotated away from) are dropped.
+    link: Arc<AtomicU64>,
+    beacon: Option<(Beacon, mpsc::Sender<Vec<u8>>)>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    max_offline_ms: i64,
+    /// Cancelled on Ctrl-C or SIGTERM; every relay connection ends with it.
+    shutdown: CancellationToken,
 }
 
-/// Starts the network thread; the returned sender is how frames leave.
-fn start_network(
+/// What a member needs to follow key rotations (not a clone in progress).
+struct Rotating {
+    member: String,
+    secret: MemberSecret,
+}
+
+/// Starts one relay connection (a "link") in its own thread; the returned
+/// sender is how frames leave. Its events reach `events` while `link` is the
+/// current one (`current`); a beacon's (`beacon`) only as beacon frames.
+fn start_link(
     target: RelayTarget,
     key: &WorkspaceKey,
     events: mpsc::Sender<Event>,
+    link: u64,
+    current: Arc<AtomicU64>,
+    beacon: bool,
     shutdown: CancellationToken,
-    handle_signals: bool,
 ) -> Result<(mpsc::Sender<Vec<u8>>, std::thread::JoinHandle<()>)> {
     let (out_tx, out_rx) = mpsc::channel(OUT_QUEUE);
     let admission = key.admission_key();
@@ -129,22 +159,50 @@ fn start_network(
         .enable_all()
         .build()
         .context("starting the network runtime")?;
+    // Bounded like the event queue, and forwarded with backpressure: a
+    // link whose events wait stops reading from the relay.
+    let (link_tx, mut link_rx) = mpsc::channel(EVENT_QUEUE);
+    std::thread::Builder::new()
+        .name("cue-link".into())
+        .spawn(move || {
+            while let Some(event) = link_rx.blocking_recv() {
+                let event = match (beacon, event) {
+                    (true, Event::Frame(bytes)) => Event::BeaconFrame(bytes),
+                    (true, _) => continue,
+                    (false, e) if current.load(Ordering::SeqCst) == link => e,
+                    (false, _) => continue,
+                };
+                if events.blocking_send(event).is_err() {
+                    return;
+                }
+            }
+        })
+        .context("starting the link thread")?;
     let thread = std::thread::Builder::new()
         .name("cue-net".into())
         .spawn(move || {
-            rt.block_on(async move {
-                if handle_signals {
-                    spawn_signal_handler(shutdown.clone());
-                }
-                net::run(target, admission, events, out_rx, shutdown).await;
-            });
+            rt.block_on(net::run(target, admission, link_tx, out_rx, shutdown));
         })
         .context("starting the network thread")?;
     Ok((out_tx, thread))
 }
 
-fn spawn_signal_handler(shutdown: CancellationToken) {
-    tokio::spawn(async move {
+/// Ctrl-C and SIGTERM cancel `shutdown`, from a thread of their own (relay
+/// connections come and go with key rotations).
+fn start_signal_thread(shutdown: CancellationToken) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the signal runtime")?;
+    std::thread::Builder::new()
+        .name("cue-signals".into())
+        .spawn(move || rt.block_on(wait_for_signal(shutdown)))
+        .context("starting the signal thread")?;
+    Ok(())
+}
+
+async fn wait_for_signal(shutdown: CancellationToken) {
+    {
         #[cfg(unix)]
         {
             use tokio::signal::unix::{signal, SignalKind};
@@ -159,7 +217,7 @@ fn spawn_signal_handler(shutdown: CancellationToken) {
         #[cfg(not(unix))]
         let _ = tokio::signal::ctrl_c().await;
         shutdown.cancel();
-    });
+    }
 }
 
 /// Prints a progress line. `println!` panics when stdout fails (a log file
@@ -228,9 +286,31 @@ pub fn run(
     if engine.status().full_resync {
         info!("offline longer than sync.max_offline_days: every document will be compared");
     }
-
-    let (out, net_thread) =
-        start_network(target.clone(), key, tx.clone(), shutdown.clone(), watching)?;
+    // A member (not a clone still arriving) follows key rotations: it needs
+    // its own key pair, published in the index for the others to seal to.
+    let rotation = if watching {
+        let _lock = WriteLock::acquire(&session.layout.sync_dir())?;
+        members::publish_own_key(&session.layout, &mut session.ws)?;
+        Some(Rotating {
+            member: crate::session::member_name(None, &session.config),
+            secret: super::key::ensure_member_secret(&session.layout)?,
+        })
+    } else {
+        None
+    };
+    if watching {
+        start_signal_thread(shutdown.clone())?;
+    }
+    let link = Arc::new(AtomicU64::new(1));
+    let (out, net_thread) = start_link(
+        target.clone(),
+        key,
+        tx.clone(),
+        1,
+        link.clone(),
+        false,
+        shutdown.clone(),
+    )?;
     let ticker = tx.clone();
     std::thread::Builder::new()
         .name("cue-tick".into())
@@ -243,7 +323,6 @@ pub fn run(
             }
         })
         .context("starting the tick thread")?;
-    drop(tx);
 
     let now = disk::now_ms();
     let mut daemon = Daemon {
@@ -255,7 +334,7 @@ pub fn run(
             last_problem: problem,
             ..DaemonStatus::default()
         },
-        relay: target.url,
+        relay: target.url.clone(),
         session,
         engine,
         status_written: None,
@@ -267,16 +346,30 @@ pub fn run(
         saw_peer: false,
         verbose,
         reported: std::collections::HashSet::new(),
+        key: key.clone(),
+        rotation,
+        target,
+        events: tx,
+        link,
+        beacon: None,
+        threads: vec![net_thread],
+        max_offline_ms,
+        shutdown: shutdown.clone(),
     };
     daemon.write_status(true);
-    let result = daemon.event_loop(&mut rx, &mode, &shutdown);
-    // The network task sends a Close and ends; dropping the sender also
-    // frees it if it waits for room in the event queue.
+    let result = daemon
+        .start_rotation()
+        .and_then(|()| daemon.event_loop(&mut rx, &mode, &shutdown));
+    // The network tasks send a Close and end; dropping the senders also
+    // frees them if they wait for room in the event queue.
     shutdown.cancel();
     daemon.out = None;
+    daemon.beacon = None;
     daemon.status.connected = false;
     daemon.write_status(true);
-    let _ = net_thread.join();
+    for t in daemon.threads.drain(..) {
+        let _ = t.join();
+    }
     result
 }
 
@@ -382,6 +475,13 @@ impl Daemon {
             }
             Event::Disk(DiskChange::Everything) => self.on_disk(Scope::All)?,
             Event::Frame(bytes) => self.on_frame(&bytes, mode)?,
+            Event::BeaconFrame(bytes) => {
+                if let Some((beacon, out)) = &mut self.beacon {
+                    for f in beacon.on_frame(&bytes) {
+                        let _ = out.blocking_send(f.encode());
+                    }
+                }
+            }
             Event::Connected => {
                 self.status.connected = true;
                 self.status.last_problem = None;
@@ -447,7 +547,9 @@ impl Daemon {
         self.session = open_session(layout)?;
         let out = self.engine.local_changes(&mut self.session.ws)?;
         self.send(out.frames);
-        Ok(())
+        // `cue member remove` may have written a rotation record: it has
+        // just been sent to the old room, and this peer moves now.
+        self.follow(Vec::new())
     }
 
     fn on_disk(&mut self, scope: Scope<'_>) -> Result<()> {
@@ -480,6 +582,17 @@ impl Daemon {
     }
 
     fn on_frame(&mut self, bytes: &[u8], mode: &Mode) -> Result<()> {
+        // A frame of the room this peer just rotated away from, queued
+        // before the switch: not the relay's fault, and nothing to do.
+        if let Ok(h) = cue_wire::Header::decode(bytes) {
+            if self
+                .beacon
+                .as_ref()
+                .is_some_and(|(b, _)| b.room() == h.room)
+            {
+                return Ok(());
+            }
+        }
         self.quiet_since = Instant::now();
         let before = self.engine.status().peers.len();
         let out = self
@@ -502,6 +615,162 @@ impl Daemon {
             self.write_received()?;
         }
         self.send(out.frames);
+        if out.changed || !out.rotations.is_empty() {
+            self.follow(out.rotations)?;
+        }
+        Ok(())
+    }
+
+    /// At start: follow the rotations the index already holds (made while
+    /// this peer was stopped, or brought by a bundle), then keep a beacon in
+    /// the room this peer last rotated away from, for as long as a member
+    /// offline since could still come back there (`sync.max_offline_days`).
+    fn start_rotation(&mut self) -> Result<()> {
+        if self.rotation.is_none() {
+            return Ok(());
+        }
+        self.follow(Vec::new())?;
+        if self.beacon.is_some() {
+            return Ok(());
+        }
+        let Some(previous) = super::key::read_previous_key(&self.session.layout)? else {
+            return Ok(());
+        };
+        let room = self.key.room_id();
+        let records = self.session.ws.rotations()?;
+        let current = records.into_iter().find_map(|(_, bytes)| {
+            Rotation::decode_verified(&bytes, &previous)
+                .ok()
+                .filter(|r| r.new_room == room)
+                .map(|r| (r.at_ms, bytes))
+        });
+        if let Some((at_ms, record)) = current {
+            if disk::now_ms() - at_ms < self.max_offline_ms {
+                self.start_beacon(&previous, record)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves this peer along the rotation records it knows (in the index, or
+    /// `received` from a beacon), one epoch at a time. A record that is not
+    /// from a member, or malformed, is refused with one log line.
+    fn follow(&mut self, received: Vec<Vec<u8>>) -> Result<()> {
+        let Some(rotating) = &self.rotation else {
+            return Ok(());
+        };
+        let member = rotating.member.clone();
+        let secret = rotating.secret.clone();
+        let mut received_records = Vec::new();
+        for bytes in received {
+            match Rotation::decode(&bytes) {
+                Ok(r) => received_records.push((r.epoch, bytes)),
+                Err(e) => self.report(&format!(
+                    "a peer sent a rotation record that was refused: {e}"
+                )),
+            }
+        }
+        loop {
+            let mut records = self.session.ws.rotations()?;
+            records.extend(received_records.iter().cloned());
+            let mut refused = Vec::new();
+            let step = members::next_step(&records, &self.key, &member, &secret, &mut refused);
+            for r in refused {
+                self.report(&r);
+            }
+            match step {
+                Step::Stay => return Ok(()),
+                Step::Removed { epoch, by } => {
+                    self.report(&format!(
+                        "this member ({member}) was removed from the workspace by {by} (key epoch {epoch}): the others moved to a new key and room, and nothing they write reaches this peer any more"
+                    ));
+                    return Ok(());
+                }
+                Step::NoCopy { epoch, by } => {
+                    self.report(&format!(
+                        "{by} moved the workspace to a new key (epoch {epoch}) with no copy this member can open (no key of {member} was published then); ask a member for a new join code (`cue sync invite`) and run `cue sync join` here"
+                    ));
+                    return Ok(());
+                }
+                Step::Move {
+                    key,
+                    epoch,
+                    record,
+                    by,
+                    removed,
+                } => self.switch(key, epoch, record, &by, &removed)?,
+            }
+        }
+    }
+
+    /// Moves to `key`: the key file, a new relay connection in the new room
+    /// (a fresh engine: peers and sync sessions start over), and a beacon in
+    /// the old room that hands `record` to members who come back there.
+    fn switch(
+        &mut self,
+        key: WorkspaceKey,
+        epoch: u32,
+        record: Vec<u8>,
+        by: &str,
+        removed: &str,
+    ) -> Result<()> {
+        let old = std::mem::replace(&mut self.key, key);
+        super::key::rotate_key(&self.session.layout, &old, &self.key)?;
+        // What was queued for the old room (the record itself, if this peer
+        // made it) still leaves before that connection closes.
+        self.out = None;
+        let link = self.link.fetch_add(1, Ordering::SeqCst) + 1;
+        let seed = random_seed()?;
+        let mut peer = [0u8; 16];
+        peer.copy_from_slice(&seed[..16]);
+        let member = self
+            .session
+            .config
+            .workspace
+            .member
+            .clone()
+            .unwrap_or_default();
+        self.engine = SyncEngine::new(
+            &mut self.session.ws,
+            &self.key,
+            PeerId(peer),
+            random_seed()?,
+            disk::now_ms(),
+            self.max_offline_ms,
+        )?;
+        self.engine.set_member(&member);
+        let (out, thread) = start_link(
+            self.target.clone(),
+            &self.key,
+            self.events.clone(),
+            link,
+            self.link.clone(),
+            false,
+            self.shutdown.clone(),
+        )?;
+        self.out = Some(out);
+        self.threads.push(thread);
+        self.status.connected = false;
+        self.start_beacon(&old, record)?;
+        self.say(&format!(
+            "{by} removed {removed}: moved to the workspace's new key (epoch {epoch}) and its room; a beacon stays in the old room for members who come back there."
+        ));
+        Ok(())
+    }
+
+    fn start_beacon(&mut self, old: &WorkspaceKey, record: Vec<u8>) -> Result<()> {
+        let beacon = Beacon::new(old, record, random_seed()?);
+        let (out, thread) = start_link(
+            self.target.clone(),
+            old,
+            self.events.clone(),
+            0,
+            self.link.clone(),
+            true,
+            self.shutdown.clone(),
+        )?;
+        self.threads.push(thread);
+        self.beacon = Some((beacon, out));
         Ok(())
     }
 

@@ -10,7 +10,7 @@ use std::io::Write;
 
 use anyhow::{Context, Result};
 use base64::Engine;
-use cue_core::sync::WorkspaceKey;
+use cue_core::sync::{MemberSecret, WorkspaceKey};
 
 use crate::commands::UsageError;
 use crate::disk::Layout;
@@ -98,23 +98,10 @@ pub fn read_key(layout: &Layout) -> Result<Option<WorkspaceKey>> {
     Ok(Some(WorkspaceKey::from_bytes(bytes)))
 }
 
-/// Writes the key, readable by this user only.
+/// Writes the key, readable by this user only, atomically (a rotation
+/// replaces it while a daemon may read it).
 pub fn write_key(layout: &Layout, key: &WorkspaceKey) -> Result<()> {
-    let dir = layout.sync_dir();
-    crate::store::secure_sync_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let path = dir.join("key");
-    let mut f = crate::store::private_file()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&path)
-        .with_context(|| format!("writing {}", path.display()))?;
-    // An existing file keeps its mode when opened: make sure it is private.
-    #[cfg(unix)]
-    crate::store::set_mode(&path, 0o600).with_context(|| format!("securing {}", path.display()))?;
-    writeln!(f, "{}", hex::encode(key.as_bytes()))?;
-    f.sync_all()?;
-    Ok(())
+    write_private(layout, "key", &hex::encode(key.as_bytes()))
 }
 
 /// The key, created (random) if this workspace has none yet.
@@ -127,6 +114,89 @@ pub fn ensure_key(layout: &Layout) -> Result<WorkspaceKey> {
     let key = WorkspaceKey::from_bytes(seed);
     write_key(layout, &key)?;
     Ok(key)
+}
+
+/// This member's own X25519 secret (`.cuedeck/sync/member-key`, 64 hex
+/// digits, 0600), or `None` if it has none yet.
+pub fn read_member_secret(layout: &Layout) -> Result<Option<MemberSecret>> {
+    let path = layout.sync_dir().join(MEMBER_KEY_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    let mut bytes = [0u8; 32];
+    hex::decode_to_slice(text.trim(), &mut bytes).with_context(|| {
+        format!(
+            "{} is damaged (expected 64 hex digits); without it this member cannot follow a key rotation",
+            path.display()
+        )
+    })?;
+    Ok(Some(MemberSecret::from_bytes(bytes)))
+}
+
+/// This member's secret, created (random, 0600) if it has none yet: every
+/// member gets one at `init` and `clone`, and an older workspace on the
+/// first daemon start.
+pub fn ensure_member_secret(layout: &Layout) -> Result<MemberSecret> {
+    if let Some(s) = read_member_secret(layout)? {
+        return Ok(s);
+    }
+    let mut seed = [0u8; 32];
+    getrandom::fill(&mut seed).context("reading the system's random source")?;
+    let secret = MemberSecret::from_bytes(seed);
+    write_private(layout, MEMBER_KEY_FILE, &hex::encode(secret.to_bytes()))?;
+    Ok(secret)
+}
+
+/// The workspace key this peer rotated away from, kept so that its beacon
+/// can stay in the old room (`.cuedeck/sync/previous-key`).
+pub fn read_previous_key(layout: &Layout) -> Result<Option<WorkspaceKey>> {
+    let path = layout.sync_dir().join(PREVIOUS_KEY_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    let mut bytes = [0u8; 32];
+    if hex::decode_to_slice(text.trim(), &mut bytes).is_err() {
+        return Ok(None);
+    }
+    Ok(Some(WorkspaceKey::from_bytes(bytes)))
+}
+
+/// Moves this peer to `new`: the current key becomes the previous one
+/// (written first, so a crash in between leaves the old key in `key`, and
+/// the rotation record, still in the index, is applied again at restart).
+pub fn rotate_key(layout: &Layout, old: &WorkspaceKey, new: &WorkspaceKey) -> Result<()> {
+    write_private(layout, PREVIOUS_KEY_FILE, &hex::encode(old.as_bytes()))?;
+    write_key(layout, new)
+}
+
+const MEMBER_KEY_FILE: &str = "member-key";
+const PREVIOUS_KEY_FILE: &str = "previous-key";
+
+/// Writes `name` under `sync/`, readable by this user only, atomically.
+fn write_private(layout: &Layout, name: &str, text: &str) -> Result<()> {
+    let dir = layout.sync_dir();
+    crate::store::secure_sync_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let path = dir.join(name);
+    let tmp = dir.join(format!("{name}.tmp"));
+    {
+        let mut f = crate::store::private_file()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        #[cfg(unix)]
+        crate::store::set_mode(&tmp, 0o600)
+            .with_context(|| format!("securing {}", tmp.display()))?;
+        writeln!(f, "{text}")?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
 }
 
 /// What a join code carries.

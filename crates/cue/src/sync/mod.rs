@@ -3,6 +3,7 @@
 
 mod daemon;
 pub mod key;
+pub mod members;
 mod net;
 pub mod status;
 mod watch;
@@ -407,6 +408,7 @@ pub fn clone_from_code(
         return Err(e);
     }
     let mut s = session::open_at(layout)?;
+    members::publish_own_key(&s.layout, &mut s.ws)?;
     let name = s.ws.meta()?.name;
     config::set_workspace_name(&s.layout.config_path(), &name)?;
     let applied = s.checkout("writing")?;

@@ -10,4 +10,5 @@ mod hostile;
 mod hostilekit;
 mod live;
 mod livekit;
+mod members;
 mod secrets;
