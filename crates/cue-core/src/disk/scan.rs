@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::doc::DocError;
 use crate::store::{LocalFile, Store};
 use crate::workspace::{content_hash, NewFile, Recorded, Workspace, WorkspaceError};
 use crate::SyncPath;
@@ -93,18 +94,26 @@ fn record_edits<S: Store>(
     ws.prefetch_edits(&wanted)?;
     for (path, text, stat, _) in edits.drain(..) {
         match ws.record_write(&path, &text, stat, now_ms, rng) {
-            Ok(Recorded::Created(_)) => changes.created.push(path.to_string()),
-            Ok(Recorded::Edited(_)) => changes.edited.push(path.to_string()),
-            Ok(Recorded::Unchanged) => {}
-            // Refused by its document (over a limit): the others go on.
-            Err(WorkspaceError::Doc(e)) => changes.skipped.push(Skipped {
-                path: path.to_string(),
-                reason: SkipReason::Refused(e.to_string()),
-            }),
+            Ok(recorded) => tally(changes, path.to_string(), Ok(recorded)),
+            Err(WorkspaceError::Doc(e)) => tally(changes, path.to_string(), Err(e)),
             Err(e) => return Err(e.into()),
         }
     }
     Ok(())
+}
+
+/// Counts what one file became; a file refused by its document (over a
+/// limit) is skipped and the others go on.
+fn tally(changes: &mut Changes, path: String, recorded: Result<Recorded, DocError>) {
+    match recorded {
+        Ok(Recorded::Created(_)) => changes.created.push(path),
+        Ok(Recorded::Edited(_)) => changes.edited.push(path),
+        Ok(Recorded::Unchanged) => {}
+        Err(e) => changes.skipped.push(Skipped {
+            path,
+            reason: SkipReason::Refused(e.to_string()),
+        }),
+    }
 }
 
 /// New files recorded together (their documents built on every core), few
@@ -126,16 +135,7 @@ fn record_fresh<S: Store>(
     let batch = std::mem::take(fresh);
     let paths: Vec<String> = batch.iter().map(|f| f.path.to_string()).collect();
     for (path, recorded) in paths.into_iter().zip(ws.record_new(batch, now_ms, rng)?) {
-        match recorded {
-            Ok(Recorded::Created(_)) => changes.created.push(path),
-            Ok(Recorded::Edited(_)) => changes.edited.push(path),
-            Ok(Recorded::Unchanged) => {}
-            // Refused by its document (over a limit): the others go on.
-            Err(e) => changes.skipped.push(Skipped {
-                path,
-                reason: SkipReason::Refused(e.to_string()),
-            }),
-        }
+        tally(changes, path, recorded);
     }
     Ok(())
 }

@@ -80,9 +80,10 @@ pub fn read_join_code(arg: Option<&str>, code_file: Option<&std::path::Path>) ->
     }
 }
 
-/// Reads this workspace's key, or `None` if it has none yet.
-pub fn read_key(layout: &Layout) -> Result<Option<WorkspaceKey>> {
-    let path = layout.sync_dir().join("key");
+/// Reads 32 bytes kept as 64 hex digits in `sync/NAME`: `None` if the file
+/// does not exist, an error saying `damaged` if it holds anything else.
+fn read_secret_file(layout: &Layout, name: &str, damaged: &str) -> Result<Option<[u8; 32]>> {
+    let path = layout.sync_dir().join(name);
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -91,11 +92,17 @@ pub fn read_key(layout: &Layout) -> Result<Option<WorkspaceKey>> {
     let mut bytes = [0u8; 32];
     hex::decode_to_slice(text.trim(), &mut bytes).with_context(|| {
         format!(
-            "{} is damaged (expected 64 hex digits); restore it, or rejoin with `cue clone CODE`",
+            "{} is damaged (expected 64 hex digits); {damaged}",
             path.display()
         )
     })?;
-    Ok(Some(WorkspaceKey::from_bytes(bytes)))
+    Ok(Some(bytes))
+}
+
+/// Reads this workspace's key, or `None` if it has none yet.
+pub fn read_key(layout: &Layout) -> Result<Option<WorkspaceKey>> {
+    let bytes = read_secret_file(layout, "key", "restore it, or rejoin with `cue clone CODE`")?;
+    Ok(bytes.map(WorkspaceKey::from_bytes))
 }
 
 /// Writes the key, readable by this user only, atomically (a rotation
@@ -119,20 +126,12 @@ pub fn ensure_key(layout: &Layout) -> Result<WorkspaceKey> {
 /// This member's own X25519 secret (`.cuedeck/sync/member-key`, 64 hex
 /// digits, 0600), or `None` if it has none yet.
 pub fn read_member_secret(layout: &Layout) -> Result<Option<MemberSecret>> {
-    let path = layout.sync_dir().join(MEMBER_KEY_FILE);
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
-    };
-    let mut bytes = [0u8; 32];
-    hex::decode_to_slice(text.trim(), &mut bytes).with_context(|| {
-        format!(
-            "{} is damaged (expected 64 hex digits); without it this member cannot follow a key rotation",
-            path.display()
-        )
-    })?;
-    Ok(Some(MemberSecret::from_bytes(bytes)))
+    let bytes = read_secret_file(
+        layout,
+        MEMBER_KEY_FILE,
+        "without it this member cannot follow a key rotation",
+    )?;
+    Ok(bytes.map(MemberSecret::from_bytes))
 }
 
 /// This member's secret, created (random, 0600) if it has none yet: every
@@ -152,17 +151,10 @@ pub fn ensure_member_secret(layout: &Layout) -> Result<MemberSecret> {
 /// The workspace key this peer rotated away from, kept so that its beacon
 /// can stay in the old room (`.cuedeck/sync/previous-key`).
 pub fn read_previous_key(layout: &Layout) -> Result<Option<WorkspaceKey>> {
-    let path = layout.sync_dir().join(PREVIOUS_KEY_FILE);
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
-    };
-    let mut bytes = [0u8; 32];
-    if hex::decode_to_slice(text.trim(), &mut bytes).is_err() {
-        return Ok(None);
-    }
-    Ok(Some(WorkspaceKey::from_bytes(bytes)))
+    // Unreadable or damaged, it only costs the beacon for members still in
+    // the old room.
+    let bytes = read_secret_file(layout, PREVIOUS_KEY_FILE, "").unwrap_or(None);
+    Ok(bytes.map(WorkspaceKey::from_bytes))
 }
 
 /// Moves this peer to `new`: the current key becomes the previous one
