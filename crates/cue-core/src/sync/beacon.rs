@@ -8,10 +8,10 @@
 
 use cue_wire::{Frame, FrameKind, FrameRef, Header, PeerId, RoomId};
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 
 use super::message::{pack, Message};
-use super::seal::{Sealer, WorkspaceKey, NONCE_LEN};
+use super::seal::{Sealer, WorkspaceKey};
 
 /// One old room's beacon.
 pub struct Beacon {
@@ -73,20 +73,13 @@ impl Beacon {
         let msg = Message::Rotation {
             record: self.record.clone(),
         };
-        pack(std::slice::from_ref(&msg), &mut self.stream)
-            .into_iter()
-            .map(|envelope| {
-                let header = Header {
-                    kind,
-                    room: self.room,
-                    sender: self.me,
-                    recipient,
-                };
-                let mut nonce = [0u8; NONCE_LEN];
-                self.rng.fill_bytes(&mut nonce);
-                let payload = self.sealer.seal(&header, &envelope, nonce);
-                Frame { header, payload }
-            })
-            .collect()
+        let header = Header {
+            kind,
+            room: self.room,
+            sender: self.me,
+            recipient,
+        };
+        let envelopes = pack(std::slice::from_ref(&msg), &mut self.stream);
+        self.sealer.seal_frames(header, envelopes, &mut self.rng)
     }
 }

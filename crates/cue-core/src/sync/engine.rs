@@ -43,7 +43,7 @@ use rand::{Rng, SeedableRng};
 use sha2::{Digest, Sha256};
 
 use super::message::{pack, Message, Reassembler, CHALLENGE_LEN, PROTOCOL};
-use super::seal::{Sealer, WorkspaceKey, NONCE_LEN};
+use super::seal::{Sealer, WorkspaceKey};
 use crate::doc::{ChangeHash, DocError, SyncState};
 use crate::limits::MAX_UNNAMED_DOCS;
 use crate::store::{DocKey, Store};
@@ -1128,18 +1128,15 @@ impl SyncEngine {
                 Target::All => (FrameKind::Broadcast, PeerId::ZERO),
                 Target::One(p) => (FrameKind::Direct, p),
             };
-            for envelope in pack(&msgs, &mut self.stream) {
-                let header = Header {
-                    kind,
-                    room: self.room,
-                    sender: self.me,
-                    recipient,
-                };
-                let mut nonce = [0u8; NONCE_LEN];
-                self.rng.fill_bytes(&mut nonce);
-                let payload = self.sealer.seal(&header, &envelope, nonce);
-                out.frames.push(Frame { header, payload });
-            }
+            let header = Header {
+                kind,
+                room: self.room,
+                sender: self.me,
+                recipient,
+            };
+            let envelopes = pack(&msgs, &mut self.stream);
+            out.frames
+                .extend(self.sealer.seal_frames(header, envelopes, &mut self.rng));
         }
     }
 }

@@ -11,7 +11,7 @@
 
 use chacha20poly1305::aead::{Aead, Payload};
 use chacha20poly1305::{KeyInit, XChaCha20Poly1305, XNonce};
-use cue_wire::{AdmissionKey, Header, RoomId};
+use cue_wire::{AdmissionKey, Frame, Header, RoomId};
 use hkdf::Hkdf;
 use sha2::Sha256;
 
@@ -115,6 +115,26 @@ pub struct Sealer {
 }
 
 impl Sealer {
+    /// One frame per packed envelope, all under `header`, each sealed with
+    /// a fresh random nonce: how the engine and a beacon put messages on the
+    /// wire.
+    pub fn seal_frames(
+        &self,
+        header: Header,
+        envelopes: Vec<Vec<u8>>,
+        rng: &mut impl rand::Rng,
+    ) -> Vec<Frame> {
+        envelopes
+            .into_iter()
+            .map(|envelope| {
+                let mut nonce = [0u8; NONCE_LEN];
+                rng.fill_bytes(&mut nonce);
+                let payload = self.seal(&header, &envelope, nonce);
+                Frame { header, payload }
+            })
+            .collect()
+    }
+
     /// `nonce || ciphertext+tag`, bound to `header`.
     pub fn seal(&self, header: &Header, plaintext: &[u8], nonce: [u8; NONCE_LEN]) -> Vec<u8> {
         let aad = header.to_bytes();

@@ -124,17 +124,16 @@ impl<S: Store> Workspace<S> {
         // Documents not rendered yet are loaded on every core, as many at a
         // time as the cache keeps (a bundle clone or a long catch-up writes
         // thousands of files; one load after another was most of its time).
-        let mut loaded_up_to = 0;
+        let group = super::CACHE_DOCS / 2;
         for (n, w) in writes.into_iter().enumerate() {
-            if n == loaded_up_to {
+            if n % group == 0 {
                 let rendered = &self.rendered;
                 let ids: Vec<FileId> = written_ids[n..]
                     .iter()
-                    .take(super::CACHE_DOCS / 2)
+                    .take(group)
                     .filter(|id| !rendered.contains_key(id))
                     .copied()
                     .collect();
-                loaded_up_to = (n + super::CACHE_DOCS / 2).min(written_ids.len());
                 self.docs.prefetch(&ids)?;
             }
             let fresh = self
